@@ -1,0 +1,1400 @@
+//! Pebble-style templates, as Kestra flows write them, on minijinja with jaq for `jq`.
+//!
+//! This module owns everything about rendering `{{ … }}` expressions in flow properties:
+//!
+//! - [`Templates`]: one minijinja environment configured for Kestra/Pebble compatibility
+//!   (strict undefined, no auto-escaping, maps and lists printed as compact JSON, booleans as
+//!   `true`/`false`, null as empty text), plus a cache of compiled templates keyed by their
+//!   source text, so a template is parsed once however many executions render it.
+//! - swoop's filters (`jq`, `toJson`/`json`, `fromJson`, `keys`, `values`, `number`, `date`,
+//!   `slugify`, `base64encode`/`base64decode`, `urlencode`, Pebble's `default` and `replace`, …)
+//!   and functions (`secret`, `now`, `uuid`, `fromJson`/`json`).
+//! - [`check_syntax`], used by flow validation to reject broken templates before a flow is saved.
+//! - [`mask_secrets`]: every value `secret()` ever returned in this process is remembered so that
+//!   logs and outputs can be scrubbed.
+//!
+//! `jq` programs run on jaq (jaq-core + jaq-std + jaq-json). They are compiled once per thread and
+//! filter text (jaq filters hold `Rc`s), and always yield a list of results, as in Kestra.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc,
+};
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior, Value};
+use parking_lot::RwLock;
+
+/// Compiled templates kept before the cache is emptied and starts over.
+const MAX_CACHED_TEMPLATES: usize = 10_000;
+/// Compiled jq programs kept per thread before that cache is emptied.
+const MAX_CACHED_JQ: usize = 1_000;
+/// A jq program yielding more results than this is stopped (protects against `repeat`, `range(1e9)`).
+const MAX_JQ_RESULTS: usize = 100_000;
+/// What a secret value is replaced with by [`mask_secrets`].
+const MASK: &str = "******";
+/// Longest template text quoted by [`RenderError`]'s `Display`.
+const MAX_QUOTED_EXPRESSION: usize = 300;
+
+/// Compiled-template cache + minijinja environment with swoop's filters and functions.
+pub struct Templates {
+    inner: RwLock<Inner>,
+}
+
+struct Inner {
+    env: Environment<'static>,
+    /// Templates added to `env` since it was last emptied.
+    cached: usize,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Templates")
+            .field("cached", &self.inner.read().cached)
+            .finish()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                env: build_environment(),
+                cached: 0,
+            }),
+        }
+    }
+
+    /// A process-wide shared instance.
+    pub fn global() -> &'static Templates {
+        static GLOBAL: OnceLock<Templates> = OnceLock::new();
+        GLOBAL.get_or_init(Templates::new)
+    }
+
+    /// Renders `template` with `context` (a JSON object: flow, execution, inputs, vars, trigger, outputs, taskrun, labels …).
+    /// Strings without `{{`, `{%` or `{#` are returned as is without touching minijinja (fast path).
+    pub fn render(
+        &self,
+        template: &str,
+        context: &serde_json::Value,
+    ) -> Result<String, RenderError> {
+        if !is_template(template) {
+            return Ok(template.to_owned());
+        }
+        self.render_with(template, &to_value(context))
+    }
+
+    /// Renders every string inside `value` (maps and lists recursively; keys untouched); non-strings unchanged.
+    pub fn render_value(
+        &self,
+        value: &serde_json::Value,
+        context: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
+        // The context is converted at most once, and only if some string needs rendering.
+        let mut ctx = None;
+        self.render_value_with(value, context, &mut ctx)
+    }
+
+    fn render_value_with(
+        &self,
+        value: &serde_json::Value,
+        context: &serde_json::Value,
+        ctx: &mut Option<Value>,
+    ) -> Result<serde_json::Value, RenderError> {
+        use serde_json::Value as J;
+        Ok(match value {
+            J::String(s) if is_template(s) => {
+                let ctx = ctx.get_or_insert_with(|| to_value(context));
+                J::String(self.render_with(s, ctx)?)
+            }
+            J::Array(items) => J::Array(
+                items
+                    .iter()
+                    .map(|item| self.render_value_with(item, context, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            J::Object(map) => {
+                let mut out = serde_json::Map::with_capacity(map.len());
+                for (key, item) in map {
+                    out.insert(key.clone(), self.render_value_with(item, context, ctx)?);
+                }
+                J::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// Renders a template known to contain template syntax, compiling and caching it if needed.
+    fn render_with(&self, template: &str, ctx: &Value) -> Result<String, RenderError> {
+        let error = |err: Error| RenderError {
+            expression: template.to_owned(),
+            message: describe_error(&err, template),
+        };
+        {
+            let inner = self.inner.read();
+            if let Ok(compiled) = inner.env.get_template(template) {
+                return compiled.render(ctx).map_err(error);
+            }
+        }
+        {
+            let mut inner = self.inner.write();
+            // Another thread may have compiled it while we waited for the lock.
+            if inner.env.get_template(template).is_err() {
+                if inner.cached >= MAX_CACHED_TEMPLATES {
+                    inner.env.clear_templates();
+                    inner.cached = 0;
+                }
+                inner
+                    .env
+                    .add_template_owned(template.to_owned(), template.to_owned())
+                    .map_err(error)?;
+                inner.cached += 1;
+            }
+        }
+        let inner = self.inner.read();
+        let compiled = inner.env.get_template(template).map_err(error)?;
+        compiled.render(ctx).map_err(error)
+    }
+}
+
+/// Checks a template's syntax without rendering (used by flow validation). Err carries minijinja's message, including the line within the template when > 1.
+pub fn check_syntax(template: &str) -> Result<(), String> {
+    if !is_template(template) {
+        return Ok(());
+    }
+    let mut env = Environment::empty();
+    env.set_syntax(syntax_config());
+    env.template_from_str(template)
+        .map(|_| ())
+        .map_err(|err| describe_error(&err, template))
+}
+
+/// Replaces every secret value ever returned by `secret()` in this process with `******`.
+pub fn mask_secrets(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.read();
+    if !secrets.iter().any(|secret| text.contains(secret.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    // Longest first, so a secret containing another one is masked whole.
+    let mut masked = text.to_owned();
+    for secret in secrets.iter() {
+        if masked.contains(secret.as_str()) {
+            masked = masked.replace(secret.as_str(), MASK);
+        }
+    }
+    Cow::Owned(masked)
+}
+
+/// A template that could not be compiled or rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderError {
+    /// The template text.
+    pub expression: String,
+    /// What went wrong, without the template text.
+    pub message: String,
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let expression = self.expression.as_str();
+        match expression.char_indices().nth(MAX_QUOTED_EXPRESSION) {
+            Some((cut, _)) => write!(
+                f,
+                "cannot render `{}…`: {}",
+                &expression[..cut],
+                self.message
+            ),
+            None => write!(f, "cannot render `{expression}`: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for RenderError {}
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+/// Whether `text` contains template syntax at all.
+fn is_template(text: &str) -> bool {
+    text.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'{' && matches!(w[1], b'{' | b'%' | b'#'))
+}
+
+fn syntax_config() -> minijinja::syntax::SyntaxConfig {
+    minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .expect("default delimiters are valid")
+}
+
+fn build_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_syntax(syntax_config());
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_formatter(format_value);
+    // Debug mode makes undefined values remember where they came from, so that errors say
+    // "`trigger.nope` is undefined". It costs nothing on renders that succeed without creating
+    // undefined values; errors snapshot the variables they reference.
+    env.set_debug(true);
+
+    // Pebble spells it `null`.
+    env.add_global("null", Value::from(()));
+
+    env.add_filter("jq", jq_filter);
+    env.add_filter("toJson", to_json);
+    env.add_filter("json", to_json);
+    env.add_filter("fromJson", from_json);
+    env.add_filter("keys", keys);
+    env.add_filter("values", values);
+    env.add_filter("number", number);
+    env.add_filter("date", date);
+    env.add_filter("slugify", slugify);
+    env.add_filter("base64encode", base64_encode);
+    env.add_filter("base64decode", base64_decode);
+    env.add_filter("urlencode", urlencode);
+    env.add_filter("default", pebble_default);
+    env.add_filter("d", pebble_default);
+    env.add_filter("replace", replace);
+    env.add_filter("substringBefore", |s: &str, sep: &str| {
+        s.find(sep).map_or(s, |i| &s[..i]).to_owned()
+    });
+    env.add_filter("substringAfter", |s: &str, sep: &str| {
+        s.find(sep).map_or("", |i| &s[i + sep.len()..]).to_owned()
+    });
+    env.add_filter("substringBeforeLast", |s: &str, sep: &str| {
+        s.rfind(sep).map_or(s, |i| &s[..i]).to_owned()
+    });
+    env.add_filter("substringAfterLast", |s: &str, sep: &str| {
+        s.rfind(sep).map_or("", |i| &s[i + sep.len()..]).to_owned()
+    });
+
+    env.add_test("empty", |value: &Value| is_empty_value(value));
+    env.add_test("null", |value: &Value| {
+        value.is_none() || value.is_undefined()
+    });
+
+    env.add_function("secret", secret);
+    env.add_function("now", now);
+    env.add_function("uuid", || uuid::Uuid::new_v4().to_string());
+    env.add_function("fromJson", from_json);
+    env.add_function("json", from_json);
+    env
+}
+
+/// Pebble/Kestra printing: strings raw, maps and lists as compact JSON, null as nothing.
+fn format_value(out: &mut Output, _state: &mut State, value: &Value) -> Result<(), Error> {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => Ok(()),
+        ValueKind::Bool => Ok(out.write_str(if value.is_true() { "true" } else { "false" })?),
+        ValueKind::String => Ok(out.write_str(value.as_str().unwrap_or_default())?),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            Ok(out.write_str(&json_text(value)?)?)
+        }
+        _ => Ok(write!(out, "{value}")?),
+    }
+}
+
+/// minijinja's message for `err`, with its kind, its line when past the first, and its causes.
+/// `source` is the template text, to quote the failing expression when minijinja gives no detail.
+fn describe_error(err: &Error, source: &str) -> String {
+    let mut message = err.kind().to_string();
+    if let Some(detail) = err.detail() {
+        message.push_str(": ");
+        message.push_str(detail);
+    } else if let Some(expression) = err.range().and_then(|range| source.get(range)) {
+        let _ = write!(message, " `{expression}`");
+    }
+    if let Some(line) = err.line()
+        && line > 1
+    {
+        let _ = write!(message, " (line {line})");
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let _ = write!(message, ": {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+/// A JSON (or any serializable) value as a template value.
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+fn invalid(message: impl Into<Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message)
+}
+
+/// Strict undefined for swoop's own filters (minijinja hands `&Value` arguments over as they
+/// are). `StringInput::new` applies the environment's undefined behaviour and, in strict mode,
+/// fails with minijinja's own error naming the undefined expression.
+fn defined<'v>(state: &State, value: &'v Value) -> Result<&'v Value, Error> {
+    if value.is_undefined() {
+        minijinja::value::StringInput::new(state, value)?;
+    }
+    Ok(value)
+}
+
+/// Pebble's `empty` test: null, blank text, empty list or map.
+fn is_empty_value(value: &Value) -> bool {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => true,
+        ValueKind::String => value.as_str().is_some_and(|s| s.trim().is_empty()),
+        ValueKind::Seq | ValueKind::Map => value.len() == Some(0),
+        _ => false,
+    }
+}
+
+fn json_text(value: &Value) -> Result<String, Error> {
+    serde_json::to_string(value)
+        .map_err(|err| invalid(format!("cannot serialize value to JSON: {err}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filters
+
+/// `toJson` / `json`: the value as compact JSON text.
+fn to_json(state: &State, value: &Value) -> Result<String, Error> {
+    json_text(defined(state, value)?)
+}
+
+/// `fromJson` (filter and function) / `json(text)` (function): JSON text to a value.
+/// Values that are already maps or lists pass through.
+fn from_json(state: &State, value: &Value) -> Result<Value, Error> {
+    match defined(state, value)?.as_str() {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .map(|json| to_value(&json))
+            .map_err(|err| invalid(format!("invalid JSON: {err}"))),
+        None if matches!(value.kind(), ValueKind::Map | ValueKind::Seq) => Ok(value.clone()),
+        None => Err(invalid(format!(
+            "fromJson expects JSON text, got {}",
+            value.kind()
+        ))),
+    }
+}
+
+/// Pebble's `default`: the fallback when the value is undefined, null, blank text or an empty
+/// list/map (minijinja's only covers undefined).
+fn pebble_default(value: &Value, fallback: Option<Value>) -> Value {
+    if is_empty_value(value) {
+        fallback.unwrap_or_else(|| Value::from(""))
+    } else {
+        value.clone()
+    }
+}
+
+/// `replace(from, to)` as in Jinja, or Pebble's `replace({'from': 'to', …})`.
+fn replace(
+    state: &State,
+    value: &Value,
+    from: &Value,
+    to: Option<&Value>,
+) -> Result<String, Error> {
+    let text = match defined(state, value)?.as_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(value.to_string()),
+    };
+    match (from.kind(), to) {
+        (ValueKind::Map, None) => {
+            let mut out = text.into_owned();
+            for key in from.try_iter()? {
+                let replacement = from.get_item(&key)?;
+                out = out.replace(&key.to_string(), &replacement.to_string());
+            }
+            Ok(out)
+        }
+        (_, Some(to)) => Ok(text.replace(
+            &defined(state, from)?.to_string(),
+            &defined(state, to)?.to_string(),
+        )),
+        (_, None) => Err(invalid(
+            "replace expects (from, to) or a map of replacements",
+        )),
+    }
+}
+
+/// `keys`: the keys of a map, in order.
+fn keys(state: &State, value: &Value) -> Result<Value, Error> {
+    if defined(state, value)?.kind() != ValueKind::Map {
+        return Err(invalid(format!("keys expects a map, got {}", value.kind())));
+    }
+    Ok(Value::from(value.try_iter()?.collect::<Vec<_>>()))
+}
+
+/// `values`: the values of a map, in key order.
+fn values(state: &State, value: &Value) -> Result<Value, Error> {
+    if defined(state, value)?.kind() != ValueKind::Map {
+        return Err(invalid(format!(
+            "values expects a map, got {}",
+            value.kind()
+        )));
+    }
+    let values = value
+        .try_iter()?
+        .map(|key| value.get_item(&key))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Value::from(values))
+}
+
+/// `number(type?)`: text to a number. Without a type, integers stay integers, anything else
+/// parses as a float. Types as Kestra spells them: INT, LONG, BIGINTEGER, FLOAT, DOUBLE, BIGDECIMAL.
+fn number(state: &State, value: &Value, kind: Option<&str>) -> Result<Value, Error> {
+    let text = match defined(state, value)?.kind() {
+        ValueKind::Number => value.to_string(),
+        ValueKind::String => value.as_str().unwrap_or_default().trim().to_owned(),
+        other => return Err(invalid(format!("number expects text, got {other}"))),
+    };
+    let not_a_number = || invalid(format!("cannot convert `{text}` to a number"));
+    let as_int = || {
+        text.parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| not_a_number())
+    };
+    let as_float = || {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from)
+            .ok_or_else(not_a_number)
+    };
+    match kind.map(str::to_ascii_uppercase).as_deref() {
+        None => as_int().or_else(|_| as_float()),
+        Some("INT" | "INTEGER" | "LONG" | "BIGINTEGER") => as_int(),
+        Some("FLOAT" | "DOUBLE" | "BIGDECIMAL") => as_float(),
+        Some(other) => Err(invalid(format!("unknown number type `{other}`"))),
+    }
+}
+
+/// `slugify`: lower-case ASCII words joined by `-` (common Latin accents folded).
+fn slugify(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut pending_dash = false;
+    for c in value.chars().flat_map(char::to_lowercase) {
+        let mut buf = [0; 4];
+        let piece: &str = match c {
+            'a'..='z' | '0'..='9' => c.encode_utf8(&mut buf),
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => "a",
+            'æ' => "ae",
+            'ç' => "c",
+            'è' | 'é' | 'ê' | 'ë' => "e",
+            'ì' | 'í' | 'î' | 'ï' => "i",
+            'ñ' => "n",
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' => "o",
+            'œ' => "oe",
+            'ù' | 'ú' | 'û' | 'ü' => "u",
+            'ý' | 'ÿ' => "y",
+            'ß' => "ss",
+            _ => {
+                pending_dash = true;
+                continue;
+            }
+        };
+        if pending_dash && !out.is_empty() {
+            out.push('-');
+        }
+        pending_dash = false;
+        out.push_str(piece);
+    }
+    out
+}
+
+fn base64_encode(state: &State, value: &Value) -> Result<String, Error> {
+    let bytes: Cow<'_, [u8]> = match defined(state, value)?.as_bytes() {
+        Some(bytes) => Cow::Borrowed(bytes),
+        None => Cow::Owned(value.to_string().into_bytes()),
+    };
+    Ok(STANDARD.encode(bytes))
+}
+
+fn base64_decode(value: &str) -> Result<Value, Error> {
+    let trimmed = value.trim();
+    let bytes = STANDARD
+        .decode(trimmed)
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|err| invalid(format!("invalid base64: {err}")))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(err) => Value::from_bytes(err.into_bytes()),
+    })
+}
+
+/// `urlencode`, as Java's `URLEncoder` (what Pebble uses): space becomes `+`.
+fn urlencode(state: &State, value: &Value) -> Result<String, Error> {
+    let text = match defined(state, value)?.as_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(value.to_string()),
+    };
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates
+
+/// `date(format?, timeZone=…)`: formats an ISO-8601 date/time text (or epoch seconds) with a
+/// Java-style pattern (`yyyy-MM-dd'T'HH:mm:ss.SSSXXX`) or one of Kestra's named formats.
+fn date(
+    state: &State,
+    value: &Value,
+    format: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let zone: Option<&str> = kwargs.get("timeZone")?;
+    kwargs.assert_all_used()?;
+    let instant = parse_datetime(defined(state, value)?).map_err(invalid)?;
+    let instant = match zone {
+        Some(zone) => in_zone(&instant, zone).map_err(invalid)?,
+        None => instant,
+    };
+    let pattern = match format.unwrap_or("iso") {
+        "iso" => "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
+        "iso_sec" => "yyyy-MM-dd'T'HH:mm:ssXXX",
+        "iso_milli" => "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
+        "iso_date" => "yyyy-MM-dd",
+        "sql" => "yyyy-MM-dd HH:mm:ss.SSSSSS",
+        "sql_seconds" => "yyyy-MM-dd HH:mm:ss",
+        other => other,
+    };
+    format_java_date(&instant, pattern, zone).map_err(invalid)
+}
+
+/// `now(timeZone=…)`: the current time, ISO-8601 with milliseconds (`…T10:00:00.123Z`).
+fn now(kwargs: Kwargs) -> Result<String, Error> {
+    let zone: Option<&str> = kwargs.get("timeZone")?;
+    kwargs.assert_all_used()?;
+    let now = Utc::now();
+    Ok(match zone {
+        None => now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        Some(zone) => in_zone(&now.fixed_offset(), zone)
+            .map_err(invalid)?
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
+    })
+}
+
+fn in_zone(instant: &DateTime<FixedOffset>, zone: &str) -> Result<DateTime<FixedOffset>, String> {
+    if let Ok(tz) = zone.parse::<chrono_tz::Tz>() {
+        return Ok(instant.with_timezone(&tz).fixed_offset());
+    }
+    if let Ok(offset) = zone.parse::<FixedOffset>() {
+        return Ok(instant.with_timezone(&offset));
+    }
+    Err(format!("unknown time zone `{zone}`"))
+}
+
+fn parse_datetime(value: &Value) -> Result<DateTime<FixedOffset>, String> {
+    if let Some(text) = value.as_str() {
+        let text = text.trim();
+        if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+            return Ok(instant);
+        }
+        for pattern in [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M",
+        ] {
+            if let Ok(naive) = NaiveDateTime::parse_from_str(text, pattern) {
+                return Ok(naive.and_utc().fixed_offset());
+            }
+        }
+        if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            return Ok(day.and_time(Default::default()).and_utc().fixed_offset());
+        }
+        return Err(format!("cannot parse `{text}` as an ISO-8601 date"));
+    }
+    if value.kind() == ValueKind::Number {
+        let instant = match value.as_i64() {
+            Some(seconds) => DateTime::from_timestamp(seconds, 0),
+            None => f64::try_from(value.clone()).ok().and_then(|seconds| {
+                let whole = seconds.floor();
+                let nanos = ((seconds - whole) * 1e9).round().min(999_999_999.0) as u32;
+                DateTime::from_timestamp(whole as i64, nanos)
+            }),
+        };
+        return instant
+            .map(|instant| instant.fixed_offset())
+            .ok_or_else(|| format!("timestamp {value} is out of range"));
+    }
+    Err(format!(
+        "date expects a date text or epoch seconds, got {}",
+        value.kind()
+    ))
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Formats with a Java `DateTimeFormatter` pattern: letters repeat to choose the width,
+/// `'…'` quotes literal text, `''` is a quote.
+fn format_java_date(
+    instant: &DateTime<FixedOffset>,
+    pattern: &str,
+    zone: Option<&str>,
+) -> Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        out.push('\'');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                out.push(chars[i]);
+                i += 1;
+            }
+            i += 1; // the closing quote
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let mut width = 1;
+        while chars.get(i + width) == Some(&c) {
+            width += 1;
+        }
+        date_field(&mut out, instant, c, width, zone)?;
+        i += width;
+    }
+    Ok(out)
+}
+
+fn date_field(
+    out: &mut String,
+    t: &DateTime<FixedOffset>,
+    letter: char,
+    width: usize,
+    zone: Option<&str>,
+) -> Result<(), String> {
+    let mut num = |n: i64| {
+        let _ = write!(out, "{n:0width$}");
+    };
+    match letter {
+        'y' | 'u' if width == 2 => num(i64::from(t.year()).rem_euclid(100)),
+        'y' | 'u' => num(i64::from(t.year())),
+        'M' | 'L' if width <= 2 => num(i64::from(t.month())),
+        'M' | 'L' => {
+            let name = MONTHS[t.month0() as usize];
+            out.push_str(if width == 3 { &name[..3] } else { name });
+        }
+        'd' => num(i64::from(t.day())),
+        'D' => num(i64::from(t.ordinal())),
+        'H' => num(i64::from(t.hour())),
+        'k' => num(if t.hour() == 0 {
+            24
+        } else {
+            i64::from(t.hour())
+        }),
+        'h' => num(i64::from(t.hour12().1)),
+        'K' => num(i64::from(t.hour() % 12)),
+        'm' => num(i64::from(t.minute())),
+        's' => num(i64::from(t.second())),
+        'S' => {
+            let digits = format!("{:09}", t.nanosecond() % 1_000_000_000);
+            let take = width.min(9);
+            out.push_str(&digits[..take]);
+            out.extend(std::iter::repeat_n('0', width - take));
+        }
+        'a' => out.push_str(if t.hour() < 12 { "AM" } else { "PM" }),
+        'E' => {
+            let name = WEEKDAYS[t.weekday().num_days_from_monday() as usize];
+            out.push_str(if width <= 3 { &name[..3] } else { name });
+        }
+        'X' | 'x' | 'Z' => {
+            let seconds = t.offset().local_minus_utc();
+            let zulu = seconds == 0 && (letter == 'X' || (letter == 'Z' && width == 5));
+            if zulu {
+                out.push('Z');
+                return Ok(());
+            }
+            let sign = if seconds < 0 { '-' } else { '+' };
+            let (hours, minutes) = (seconds.abs() / 3600, seconds.abs() % 3600 / 60);
+            let _ = match (letter, width) {
+                ('X' | 'x', 1) if minutes == 0 => write!(out, "{sign}{hours:02}"),
+                ('X' | 'x', 1 | 2) | ('Z', 1..=3) => write!(out, "{sign}{hours:02}{minutes:02}"),
+                ('Z', 4) => write!(out, "GMT{sign}{hours:02}:{minutes:02}"),
+                _ => write!(out, "{sign}{hours:02}:{minutes:02}"),
+            };
+        }
+        'z' | 'V' | 'O' => match zone {
+            Some(zone) => out.push_str(zone),
+            None if t.offset().local_minus_utc() == 0 => out.push_str("UTC"),
+            None => {
+                let _ = write!(out, "{}", t.offset());
+            }
+        },
+        other => return Err(format!("unsupported date pattern letter `{other}`")),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+/// Every secret value handed out, longest first.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+fn remember_secret(value: &str) {
+    let mut candidates = vec![value];
+    let trimmed = value.trim();
+    if trimmed != value {
+        candidates.push(trimmed);
+    }
+    candidates.retain(|candidate| !candidate.is_empty());
+    if candidates.is_empty() {
+        return;
+    }
+    if candidates
+        .iter()
+        .all(|candidate| SECRETS.read().iter().any(|known| known == candidate))
+    {
+        return;
+    }
+    let mut secrets = SECRETS.write();
+    for candidate in candidates {
+        if !secrets.iter().any(|known| known == candidate) {
+            secrets.push(candidate.to_owned());
+        }
+    }
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+}
+
+/// `secret('NAME')`: `SECRET_NAME` (base64, as Kestra OSS) or else `SWOOP_SECRET_NAME` (plain).
+fn secret(name: &str) -> Result<String, Error> {
+    let value = lookup_secret(name).map_err(invalid)?;
+    remember_secret(&value);
+    Ok(value)
+}
+
+fn lookup_secret(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!("invalid secret name `{name}`"));
+    }
+    if let Some(encoded) = std::env::var_os(format!("SECRET_{name}")) {
+        let encoded = encoded.to_string_lossy();
+        let encoded = encoded.trim();
+        let bytes = STANDARD
+            .decode(encoded)
+            .or_else(|_| STANDARD_NO_PAD.decode(encoded))
+            .map_err(|err| format!("secret `{name}`: SECRET_{name} is not valid base64 ({err})"))?;
+        return String::from_utf8(bytes)
+            .map_err(|_| format!("secret `{name}`: SECRET_{name} does not decode to UTF-8 text"));
+    }
+    if let Some(plain) = std::env::var_os(format!("SWOOP_SECRET_{name}")) {
+        return plain
+            .into_string()
+            .map_err(|_| format!("secret `{name}`: SWOOP_SECRET_{name} is not UTF-8 text"));
+    }
+    Err(format!(
+        "secret `{name}` is not set: define SECRET_{name} (base64) or SWOOP_SECRET_{name}"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// jq
+
+type JqData = jaq_core::data::JustLut<jaq_json::Val>;
+type JqProgram = jaq_core::Filter<JqData>;
+
+thread_local! {
+    /// Compiled jq programs by filter text. Per thread: jaq values and filters hold `Rc`s.
+    static JQ_PROGRAMS: RefCell<HashMap<String, Rc<JqProgram>>> = RefCell::new(HashMap::new());
+}
+
+/// `jq(filter)`: runs a jq program on the value (text is parsed as JSON first when it is JSON)
+/// and returns the list of all its results.
+fn jq_filter(state: &State, value: &Value, filter: &str) -> Result<Value, Error> {
+    let input = match defined(state, value)?.as_str() {
+        Some(text) => serde_json::from_str(text)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+        None => serde_json::to_value(value)
+            .map_err(|err| invalid(format!("jq input is not JSON: {err}")))?,
+    };
+    let results = run_jq(filter, input)
+        .map_err(|message| invalid(format!("jq filter `{filter}` failed: {message}")))?;
+    Ok(to_value(&results))
+}
+
+fn run_jq(filter: &str, input: serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
+    let program = jq_program(filter)?;
+    let ctx = jaq_core::Ctx::<JqData>::new(&program.lut, jaq_core::Vars::new([]));
+    let mut results = Vec::new();
+    for result in program.id.run((ctx, json_to_jaq(input))) {
+        match result {
+            Ok(value) => results.push(jaq_to_json(&value)),
+            // Never `unwrap_valr`: it exits the process on `halt`.
+            Err(exception) => {
+                return Err(match exception.get_err() {
+                    Ok(error) => error.to_string(),
+                    Err(_) => "the program halted".to_owned(),
+                });
+            }
+        }
+        if results.len() > MAX_JQ_RESULTS {
+            return Err(format!("more than {MAX_JQ_RESULTS} results"));
+        }
+    }
+    Ok(results)
+}
+
+fn jq_program(filter: &str) -> Result<Rc<JqProgram>, String> {
+    if let Some(program) = JQ_PROGRAMS.with_borrow(|programs| programs.get(filter).cloned()) {
+        return Ok(program);
+    }
+    let program = Rc::new(compile_jq(filter)?);
+    JQ_PROGRAMS.with_borrow_mut(|programs| {
+        if programs.len() >= MAX_CACHED_JQ {
+            programs.clear();
+        }
+        programs.insert(filter.to_owned(), Rc::clone(&program));
+    });
+    Ok(program)
+}
+
+fn compile_jq(code: &str) -> Result<JqProgram, String> {
+    use jaq_core::load::{Arena, File, Loader};
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    // `env` would hand every environment variable (secrets included) to the template.
+    let funs = jaq_core::funs::<JqData>()
+        .chain(jaq_std::funs::<JqData>().filter(|(name, _, _)| *name != "env"))
+        .chain(jaq_json::funs::<JqData>());
+    let arena = Arena::default();
+    let modules = Loader::new(defs)
+        .load(&arena, File { code, path: () })
+        .map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(_, error)| describe_jq_load_error(error))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    jaq_core::Compiler::default()
+        .with_funs(funs)
+        .compile(modules)
+        .map_err(|errors| {
+            errors
+                .into_iter()
+                .flat_map(|(_, undefined)| undefined)
+                .map(|(name, kind)| format!("undefined {} `{name}`", kind.as_str()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+}
+
+fn describe_jq_load_error(error: jaq_core::load::Error<&str>) -> String {
+    use jaq_core::load::{Error as E, lex::Expect as Lex};
+    let near = |rest: &str| {
+        let rest: String = rest.chars().take(20).collect();
+        if rest.is_empty() {
+            "at end of input".to_owned()
+        } else {
+            format!("near `{rest}`")
+        }
+    };
+    let messages: Vec<String> = match error {
+        E::Io(errors) => errors
+            .into_iter()
+            .map(|(path, message)| format!("cannot load `{path}`: {message}"))
+            .collect(),
+        E::Lex(errors) => errors
+            .into_iter()
+            .map(|(expect, rest)| {
+                let expected = match expect {
+                    Lex::Delim("(") => "closing parenthesis",
+                    Lex::Delim("[") => "closing bracket",
+                    Lex::Delim("{") => "closing brace",
+                    Lex::Delim("\"") => "closing quote",
+                    Lex::Delim(_) => "closing delimiter",
+                    other => other.as_str(),
+                };
+                format!("expected {expected} {}", near(rest))
+            })
+            .collect(),
+        E::Parse(errors) => errors
+            .into_iter()
+            .map(|(expect, found)| format!("expected {} {}", expect.as_str(), near(found)))
+            .collect(),
+    };
+    messages.join("; ")
+}
+
+fn json_to_jaq(value: serde_json::Value) -> jaq_json::Val {
+    use jaq_json::{Num, Val};
+    use serde_json::Value as J;
+    match value {
+        J::Null => Val::Null,
+        J::Bool(b) => Val::Bool(b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Val::Num(Num::from_integral(i)),
+            (None, Some(u)) => Val::Num(Num::from_integral(u)),
+            _ => Val::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Val::from(s),
+        J::Array(items) => items.into_iter().map(json_to_jaq).collect(),
+        J::Object(map) => Val::obj(
+            map.into_iter()
+                .map(|(k, v)| (Val::from(k), json_to_jaq(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn jaq_to_json(value: &jaq_json::Val) -> serde_json::Value {
+    use jaq_json::{Num, Val};
+    use serde_json::Value as J;
+    match value {
+        Val::Null => J::Null,
+        Val::Bool(b) => J::Bool(*b),
+        Val::Num(Num::Int(i)) => J::from(*i as i64),
+        // jq prints NaN as null and infinities as the largest finite floats.
+        Val::Num(Num::Float(f)) if f.is_nan() => J::Null,
+        Val::Num(Num::Float(f)) => J::from(f.clamp(f64::MIN, f64::MAX)),
+        Val::Num(n) => serde_json::from_str(&n.to_string()).unwrap_or(J::Null),
+        Val::TStr(bytes) | Val::BStr(bytes) => {
+            J::String(String::from_utf8_lossy(bytes).into_owned())
+        }
+        Val::Arr(items) => J::Array(items.iter().map(jaq_to_json).collect()),
+        Val::Obj(map) => J::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Val::TStr(bytes) | Val::BStr(bytes) => {
+                            String::from_utf8_lossy(bytes).into_owned()
+                        }
+                        other => other.to_string(),
+                    };
+                    (key, jaq_to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &str, context: serde_json::Value) -> Result<String, RenderError> {
+        Templates::global().render(template, &context)
+    }
+
+    fn ok(template: &str, context: serde_json::Value) -> String {
+        render(template, context).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn jq_on_object_returns_list() {
+        let ctx = json!({"trigger": {"body": {"a": {"b": 3}}}});
+        assert_eq!(ok("{{ trigger.body | jq('.a.b') }}", ctx.clone()), "[3]");
+        assert_eq!(ok("{{ trigger.body | jq('.a.b') | first }}", ctx), "3");
+    }
+
+    #[test]
+    fn jq_on_string_input_parses_json() {
+        let out = ok(
+            r#"{{ '{"product_id":"20"}' | jq('.product_id') | first }}"#,
+            json!({}),
+        );
+        assert_eq!(out, "20");
+        // Not JSON: used as a JSON string.
+        assert_eq!(ok("{{ 'hello' | jq('length') | first }}", json!({})), "5");
+    }
+
+    #[test]
+    fn jq_several_results() {
+        let ctx = json!({"x": {"items": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]}});
+        assert_eq!(
+            ok("{{ x | jq('.items[].sku') }}", ctx.clone()),
+            r#"["a","b","c"]"#
+        );
+        assert_eq!(
+            ok("{{ x | jq('.items[].sku') | length }}", ctx.clone()),
+            "3"
+        );
+        assert_eq!(ok("{{ x | jq('.items[].sku') | last }}", ctx), "c");
+    }
+
+    #[test]
+    fn jq_array_result_renders_as_json() {
+        let ctx = json!({"x": {"items": [{"sku": "a"}, {"sku": "b"}]}});
+        assert_eq!(
+            ok("{{ x | jq('[.items[].sku]') | first }}", ctx),
+            r#"["a","b"]"#
+        );
+    }
+
+    #[test]
+    fn jq_errors_name_the_filter() {
+        let err = render("{{ x | jq('.a[') }}", json!({"x": {}})).unwrap_err();
+        assert!(err.message.contains("`.a[`"), "{err}");
+        let err = render("{{ x | jq('nosuchfn') }}", json!({"x": {}})).unwrap_err();
+        assert!(err.message.contains("nosuchfn"), "{err}");
+        let err = render("{{ x | jq('.a + 1') }}", json!({"x": {"a": "s"}})).unwrap_err();
+        assert!(err.message.contains("`.a + 1`"), "{err}");
+        // `env` is not available (it would leak secrets); `halt` must not exit the process.
+        assert!(render("{{ x | jq('env') }}", json!({"x": 1})).is_err());
+        assert!(render("{{ x | jq('halt') }}", json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn maps_lists_and_scalars_print_like_kestra() {
+        let ctx = json!({"trigger": {"a": 1, "b": [true, null]}, "n": null, "f": 1.5, "i": 7});
+        assert_eq!(
+            ok("{{ trigger }}", ctx.clone()),
+            r#"{"a":1,"b":[true,null]}"#
+        );
+        assert_eq!(ok("{{ [1,2] }}", ctx.clone()), "[1,2]");
+        assert_eq!(ok("{{ n }}|{{ f }}|{{ i }}|{{ true }}", ctx), "|1.5|7|true");
+    }
+
+    #[test]
+    fn strict_undefined_names_the_expression() {
+        let err = render("{{ trigger.nope }}", json!({"trigger": {"a": 1}})).unwrap_err();
+        assert_eq!(err.expression, "{{ trigger.nope }}");
+        assert!(err.message.contains("trigger.nope"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot render `{{ trigger.nope }}`: "),
+            "{text}"
+        );
+        assert_eq!(err.message, "undefined value: `trigger.nope` is undefined");
+        assert!(render("{{ nothing }}", json!({})).is_err());
+        for (template, expected) in [
+            ("a\n{{ trigger | jq('.[') }}", "`.[` failed"),
+            ("a\n{{ trigger | jq('.[') }}", "(line 2)"),
+            ("{{ x | jq('.a') }}", "`x` is undefined"),
+            ("{{ trigger.a + nope }}", "`nope` is undefined"),
+            (
+                "{{ trigger.a | toJson }}{{ missing | toJson }}",
+                "`missing`",
+            ),
+        ] {
+            let err = render(template, json!({"trigger": {"a": 1}})).unwrap_err();
+            assert!(err.message.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn default_and_defined_on_missing() {
+        let ctx = json!({"inputs": {"empty": "", "set": "x"}});
+        assert_eq!(ok("{{ inputs.missing | default('y') }}", ctx.clone()), "y");
+        assert_eq!(ok("{{ inputs.empty | default('y') }}", ctx.clone()), "y");
+        assert_eq!(ok("{{ inputs.set | default('y') }}", ctx.clone()), "x");
+        assert_eq!(
+            ok(
+                "{% if inputs.missing is defined %}a{% else %}b{% endif %}",
+                ctx
+            ),
+            "b"
+        );
+    }
+
+    #[test]
+    fn to_json_from_json_roundtrip() {
+        let ctx = json!({"v": {"a": [1, 2.5, "x"], "b": {"c": null}}});
+        assert_eq!(
+            ok("{{ v | toJson }}", ctx.clone()),
+            r#"{"a":[1,2.5,"x"],"b":{"c":null}}"#
+        );
+        assert_eq!(
+            ok("{{ v | json }}", ctx.clone()),
+            r#"{"a":[1,2.5,"x"],"b":{"c":null}}"#
+        );
+        assert_eq!(ok("{{ (v | toJson | fromJson).a[2] }}", ctx.clone()), "x");
+        assert_eq!(ok("{{ 'abc' | toJson }}", ctx.clone()), r#""abc""#);
+        assert_eq!(ok(r#"{{ fromJson('{"k":[3]}').k[0] }}"#, ctx), "3");
+    }
+
+    #[test]
+    fn secrets_are_decoded_and_masked() {
+        // SAFETY: only this test touches these variables.
+        unsafe {
+            std::env::set_var("SECRET_TPL_TEST_X", STANDARD.encode("s3cr3t-base64"));
+            std::env::set_var("SWOOP_SECRET_TPL_TEST_Y", "plain-s3cr3t");
+            std::env::set_var("SECRET_TPL_TEST_BAD", "not base64 !!");
+        }
+        assert_eq!(ok("{{ secret('TPL_TEST_X') }}", json!({})), "s3cr3t-base64");
+        assert_eq!(ok("{{ secret('TPL_TEST_Y') }}", json!({})), "plain-s3cr3t");
+        assert_eq!(
+            mask_secrets("token=s3cr3t-base64 other=plain-s3cr3t"),
+            "token=****** other=******"
+        );
+        assert!(matches!(mask_secrets("nothing here"), Cow::Borrowed(_)));
+
+        let err = render("{{ secret('TPL_TEST_NONE') }}", json!({})).unwrap_err();
+        assert!(
+            err.message.contains(
+                "secret `TPL_TEST_NONE` is not set: define SECRET_TPL_TEST_NONE (base64) or SWOOP_SECRET_TPL_TEST_NONE"
+            ),
+            "{err}"
+        );
+        let err = render("{{ secret('TPL_TEST_BAD') }}", json!({})).unwrap_err();
+        assert!(err.message.contains("not valid base64"), "{err}");
+    }
+
+    #[test]
+    fn now_and_uuid_shapes() {
+        let now = ok("{{ now() }}", json!({}));
+        assert_eq!(now.len(), "2026-11-24T10:00:00.123Z".len(), "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+        assert!(DateTime::parse_from_rfc3339(&now).is_ok(), "{now}");
+        let id = ok("{{ uuid() }}", json!({}));
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_ne!(id, ok("{{ uuid() }}", json!({})));
+    }
+
+    #[test]
+    fn date_filter_uses_java_patterns() {
+        let ctx = json!({"d": "2026-11-24T10:05:09.123456Z"});
+        assert_eq!(
+            ok("{{ d | date(\"yyyy-MM-dd'T'HH:mm:ss.SSS\") }}", ctx.clone()),
+            "2026-11-24T10:05:09.123"
+        );
+        assert_eq!(
+            ok("{{ d | date('dd/MM/yy EEE MMM') }}", ctx.clone()),
+            "24/11/26 Tue Nov"
+        );
+        assert_eq!(
+            ok(
+                "{{ d | date('HH:mm XXX', timeZone='Europe/Paris') }}",
+                ctx.clone()
+            ),
+            "11:05 +01:00"
+        );
+        assert_eq!(ok("{{ d | date('iso_sec') }}", ctx), "2026-11-24T10:05:09Z");
+        assert_eq!(ok("{{ now() | date('yyyy') }}", json!({})).len(), 4);
+    }
+
+    #[test]
+    fn check_syntax_rejects_and_accepts() {
+        assert!(check_syntax("{{ foo | }}").is_err());
+        assert!(check_syntax("{% if %}").is_err());
+        let err = check_syntax("line one\n{{ foo | }}").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(check_syntax("{{ foo | upper }}").is_ok());
+        assert!(check_syntax("{% if a %}x{% endif %} {{ b | jq('.c') | first }}").is_ok());
+        assert!(check_syntax("no template at all {").is_ok());
+    }
+
+    #[test]
+    fn render_value_recurses() {
+        let ctx = json!({"inputs": {"name": "world"}});
+        let value = json!({
+            "{{ keys }}": "hello {{ inputs.name }}",
+            "list": ["{{ inputs.name | upper }}", 3, {"deep": "{{ inputs.name }}"}],
+            "n": 1.5,
+            "b": false
+        });
+        let rendered = Templates::global().render_value(&value, &ctx).unwrap();
+        assert_eq!(
+            rendered,
+            json!({
+                "{{ keys }}": "hello world",
+                "list": ["WORLD", 3, {"deep": "world"}],
+                "n": 1.5,
+                "b": false
+            })
+        );
+        assert!(
+            Templates::global()
+                .render_value(&json!(["{{ nope }}"]), &ctx)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn fast_path_returns_identical_strings() {
+        let templates = Templates::new();
+        for text in ["plain", "", "a { b } c", "json {\"a\": 1}", "50% {x}"] {
+            assert_eq!(templates.render(text, &json!({})).unwrap(), text);
+        }
+        assert_eq!(templates.inner.read().cached, 0);
+        assert_eq!(templates.render("{{ 1 + 1 }}", &json!({})).unwrap(), "2");
+        assert_eq!(templates.render("{{ 1 + 1 }}", &json!({})).unwrap(), "2");
+        assert_eq!(templates.inner.read().cached, 1);
+    }
+
+    #[test]
+    fn taskrun_value_nested_access() {
+        let ctx = json!({
+            "taskrun": {"value": "{\"id\": 4}", "iteration": 2},
+            "outputs": {"each": {"a": {"value": "done"}}},
+        });
+        assert_eq!(
+            ok("{{ taskrun.value }}-{{ taskrun.iteration }}", ctx.clone()),
+            "{\"id\": 4}-2"
+        );
+        assert_eq!(ok("{{ (taskrun.value | fromJson).id }}", ctx.clone()), "4");
+        assert_eq!(ok("{{ outputs.each['a'].value }}", ctx), "done");
+    }
+
+    #[test]
+    fn pebble_filters() {
+        let ctx = json!({"m": {"x": 1, "y": 2}, "s": "Hello Wörld, Café!"});
+        assert_eq!(ok("{{ m | keys }}", ctx.clone()), r#"["x","y"]"#);
+        assert_eq!(ok("{{ m | values }}", ctx.clone()), "[1,2]");
+        assert_eq!(ok("{{ '42' | number + 1 }}", ctx.clone()), "43");
+        assert_eq!(ok("{{ '1.5' | number }}", ctx.clone()), "1.5");
+        assert_eq!(ok("{{ s | slugify }}", ctx.clone()), "hello-world-cafe");
+        assert_eq!(
+            ok("{{ 'hi there' | base64encode }}", ctx.clone()),
+            "aGkgdGhlcmU="
+        );
+        assert_eq!(
+            ok("{{ 'aGkgdGhlcmU=' | base64decode }}", ctx.clone()),
+            "hi there"
+        );
+        assert_eq!(ok("{{ 'a b&c' | urlencode }}", ctx.clone()), "a+b%26c");
+        assert_eq!(
+            ok("{{ 'abc' | first }}{{ [4,5] | first }}", ctx.clone()),
+            "a4"
+        );
+        assert_eq!(
+            ok("{{ 'a-b-c' | replace('-', '+') }}", ctx.clone()),
+            "a+b+c"
+        );
+        assert_eq!(
+            ok("{{ 'I like %x%' | replace({'%x%': 'jq'}) }}", ctx.clone()),
+            "I like jq"
+        );
+        assert_eq!(
+            ok("{{ 'a.b.c' | substringAfterLast('.') }}", ctx.clone()),
+            "c"
+        );
+        assert_eq!(ok("{{ 'a,b' | split(',') | join('+') }}", ctx), "a+b");
+    }
+
+    #[test]
+    fn trailing_newline_is_kept() {
+        assert_eq!(ok("{{ 'a' }}\n", json!({})), "a\n");
+    }
+}
+#[cfg(test)]
+mod scratch_tmp {
+    use super::*;
+    use serde_json::json;
+    #[test]
+    fn scratch_print() {
+        let ctx = json!({"m": {"a": 1.0, "b": "x"}, "l": [1, 2], "e": "", "big": 12345678901234567890u64});
+        for t in [
+            "{{ range(3) }}",
+            "{{ m | items }}",
+            "{{ 1.0 }}|{{ 10 / 4 }}|{{ m.a }}",
+            "{{ null }}|{{ none }}|{{ m }}",
+            "{% for k, v in m | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ e is empty }}{{ l is empty }}",
+            "{{ now(foo=1) }}",
+            "{{ 'x' | date('yyyy', bad=1) }}",
+            "{{ big }}|{{ big | jq('.') }}",
+            "{{ m | jq('.a') }}",
+            "{{ l | jq('map(. / 3)') }}",
+            "{{ m | jq('.b | ascii_upcase') | first }}",
+            "{{ l | join(',') }}",
+            "{{ 'x' | upper | safe }}",
+            "{{ m.b ~ 'y' }}",
+            "{{ now() | date(\"yyyy-MM-dd'T'HH:mm:ss.SSSXXX\") }}",
+            "{{ l | first }} {{ l | last }}",
+            "{{ m | length }}",
+            "{{ l | jq('.[] | select(. > 1)') | first }}",
+            "{{ '[1,2' | jq('.') }}",
+            "{{ 3 | jq('range(.)') }}",
+            "{{ {'a': none} }}",
+            "{{ 'A b' | title }} {{ 'ab' | capitalize }} {{ -3 | abs }}",
+            "{{ secret('NOPE_X') }}",
+            "{% if %}",
+            "{{ l | keys }}",
+            "{{ '12x' | number }}",
+            "{{ m | jq('$__loc__') }}",
+            "{{ m | jq('now | type') }}",
+        ] {
+            match Templates::global().render(t, &ctx) {
+                Ok(s) => eprintln!("{t:60} => {s}"),
+                Err(e) => eprintln!("{t:60} !! {e}"),
+            }
+        }
+        let templates = Templates::new();
+        let ctx = json!({"flow": {"id": "f", "namespace": "n"}, "execution": {"id": "e1"}, "inputs": {"a": "1", "b": {"c": [1,2,3]}}, "outputs": {"t1": {"value": "x"}}, "taskrun": {"value": "v"}});
+        let start = std::time::Instant::now();
+        for _ in 0..20_000 {
+            templates.render("{{ flow.namespace }}.{{ flow.id }} {{ outputs.t1.value | upper }} {{ inputs.b | jq('.c[1]') | first }}", &ctx).unwrap();
+        }
+        eprintln!("20k renders with jq: {:?}", start.elapsed());
+        let start = std::time::Instant::now();
+        for _ in 0..20_000 {
+            templates
+                .render(
+                    "{{ flow.namespace }}.{{ flow.id }} {{ outputs.t1.value | upper }}",
+                    &ctx,
+                )
+                .unwrap();
+        }
+        eprintln!("20k renders: {:?}", start.elapsed());
+    }
+}

@@ -1,0 +1,591 @@
+//! The [`Engine`]: owns the flows (parsed, by namespace and id, newest revision), creates
+//! executions (durably, with an optional dedup key), runs them (see [`crate::executor`]),
+//! resumes every unfinished execution at start, kills and restarts them, and keeps each flow's
+//! triggers running (see [`crate::triggers`]).
+//!
+//! Running executions live in memory ([`LiveExecution`]) and are saved to the store on every
+//! change in the background (coalesced by the store's group commit); an execution's creation and
+//! its end are saved durably before anyone is told.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value};
+use swoop_core::model::{ExecutionTrigger, Label};
+use swoop_core::validate::Diagnostic;
+use swoop_core::{Execution, Flow, Registry, State};
+use swoop_store::{Created, DedupKey, Durability, FlowRecord, Store};
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{EngineError, EngineResult};
+use crate::executor::Run;
+use crate::inputs::resolve_inputs;
+use crate::triggers::TriggerSupervisor;
+
+/// (namespace, flow id)
+pub type FlowKey = (String, String);
+
+/// An execution being run by this process.
+pub struct LiveExecution {
+    pub execution: Mutex<Execution>,
+    pub cancel: CancellationToken,
+}
+
+/// Something changed in an execution (its state or one of its task runs).
+#[derive(Debug, Clone)]
+pub struct ExecutionEvent {
+    pub id: String,
+    pub state: State,
+}
+
+/// What to execute, and why.
+#[derive(Debug, Clone, Default)]
+pub struct NewExecution {
+    pub namespace: String,
+    pub flow_id: String,
+    /// As given by the caller; typed and checked against the flow's inputs.
+    pub inputs: Map<String, Value>,
+    pub labels: Vec<Label>,
+    pub trigger: Option<ExecutionTrigger>,
+    /// Makes the creation idempotent: a second request with the same key creates nothing and
+    /// returns the first execution.
+    pub dedup: Option<DedupKey>,
+    pub parent_execution_id: Option<String>,
+}
+
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    flows: RwLock<HashMap<FlowKey, Arc<Flow>>>,
+    revisions: Mutex<HashMap<(FlowKey, u32), Arc<Flow>>>,
+    live: Mutex<HashMap<String, Arc<LiveExecution>>>,
+    events: broadcast::Sender<ExecutionEvent>,
+    concurrency: Mutex<HashMap<FlowKey, Arc<Semaphore>>>,
+    triggers: TriggerSupervisor,
+    pub(crate) shutdown: CancellationToken,
+    me: Weak<Engine>,
+}
+
+impl Engine {
+    /// Loads the stored flows, starts their triggers and resumes every unfinished execution.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+    ) -> EngineResult<Arc<Engine>> {
+        let engine = Arc::new_cyclic(|me| Engine {
+            store,
+            registry,
+            flows: RwLock::new(HashMap::new()),
+            revisions: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            events: broadcast::channel(65_536).0,
+            concurrency: Mutex::new(HashMap::new()),
+            triggers: TriggerSupervisor::default(),
+            shutdown: CancellationToken::new(),
+            me: me.clone(),
+        });
+        for record in engine.store.list_flows().await? {
+            match engine.parse_record(&record) {
+                Ok(flow) => {
+                    let flow = Arc::new(flow);
+                    engine.install_flow(flow);
+                }
+                Err(diagnostics) => tracing::error!(
+                    namespace = %record.namespace,
+                    flow = %record.id,
+                    revision = record.revision,
+                    problems = %diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    "stored flow no longer validates; it is not loaded"
+                ),
+            }
+        }
+        engine.resume_unfinished().await?;
+        Ok(engine)
+    }
+
+    fn arc(&self) -> Arc<Engine> {
+        self.me
+            .upgrade()
+            .expect("the engine is alive while its methods run")
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops triggers and running executions (they stay unfinished in the store and resume at
+    /// the next start), then waits for pending writes.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.triggers.stop_all();
+        let _ = self.store.flush().await;
+    }
+
+    // ---------------------------------------------------------------- flows
+
+    fn parse_record(&self, record: &FlowRecord) -> Result<Flow, Vec<Diagnostic>> {
+        let mut flow = Flow::parse(&record.source, &self.registry)?;
+        flow.revision = record.revision;
+        Ok(flow)
+    }
+
+    /// Every problem in a flow's source, without storing it.
+    pub fn validate(&self, source: &str) -> Vec<Diagnostic> {
+        match Flow::parse(source, &self.registry) {
+            Ok(_) => Vec::new(),
+            Err(d) => d,
+        }
+    }
+
+    fn parse_source(&self, source: &str) -> EngineResult<Flow> {
+        Flow::parse(source, &self.registry).map_err(|details| EngineError::Invalid {
+            message: format!(
+                "the flow is not valid: {}",
+                details
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            details,
+        })
+    }
+
+    fn install_flow(&self, flow: Arc<Flow>) {
+        let key = (flow.namespace.clone(), flow.id.clone());
+        self.revisions
+            .lock()
+            .insert((key.clone(), flow.revision), flow.clone());
+        self.flows.write().insert(key, flow.clone());
+        self.triggers.restart_flow(&self.arc(), &flow);
+    }
+
+    async fn store_flow(&self, flow: Flow) -> EngineResult<Arc<Flow>> {
+        let record = self
+            .store
+            .put_flow(&flow.namespace, &flow.id, &flow.source)
+            .await?;
+        let mut flow = flow;
+        flow.revision = record.revision;
+        let unchanged = self
+            .flow(&flow.namespace, &flow.id)
+            .is_some_and(|f| f.revision == flow.revision);
+        let flow = Arc::new(flow);
+        if !unchanged {
+            tracing::info!(namespace = %flow.namespace, flow = %flow.id, revision = flow.revision, "flow stored");
+            self.install_flow(flow.clone());
+        }
+        Ok(self.flow(&flow.namespace, &flow.id).unwrap_or(flow))
+    }
+
+    /// Creates a new flow; fails if one with the same namespace and id exists.
+    pub async fn create_flow(&self, source: &str) -> EngineResult<Arc<Flow>> {
+        let flow = self.parse_source(source)?;
+        if self.flow(&flow.namespace, &flow.id).is_some() {
+            return Err(EngineError::Conflict(format!(
+                "flow `{}.{}` exists already: update it with PUT /api/v1/flows/{}/{}",
+                flow.namespace, flow.id, flow.namespace, flow.id
+            )));
+        }
+        self.store_flow(flow).await
+    }
+
+    /// Replaces an existing flow (a new revision when the source changed).
+    pub async fn update_flow(
+        &self,
+        namespace: &str,
+        id: &str,
+        source: &str,
+    ) -> EngineResult<Arc<Flow>> {
+        let flow = self.parse_source(source)?;
+        if flow.namespace != namespace || flow.id != id {
+            return Err(EngineError::invalid(format!(
+                "the source describes flow `{}.{}` but the request is for `{namespace}.{id}`: namespace and id cannot change",
+                flow.namespace, flow.id
+            )));
+        }
+        if self.flow(namespace, id).is_none() {
+            return Err(not_found_flow(namespace, id));
+        }
+        self.store_flow(flow).await
+    }
+
+    /// Creates or updates a flow (used when loading flow files).
+    pub async fn put_flow(&self, source: &str) -> EngineResult<Arc<Flow>> {
+        let flow = self.parse_source(source)?;
+        self.store_flow(flow).await
+    }
+
+    pub async fn delete_flow(&self, namespace: &str, id: &str) -> EngineResult<()> {
+        if !self.store.delete_flow(namespace, id).await? {
+            return Err(not_found_flow(namespace, id));
+        }
+        let key = (namespace.to_string(), id.to_string());
+        self.flows.write().remove(&key);
+        self.triggers.stop_flow(&key);
+        tracing::info!(namespace, flow = id, "flow deleted");
+        Ok(())
+    }
+
+    /// The newest revision of a flow.
+    pub fn flow(&self, namespace: &str, id: &str) -> Option<Arc<Flow>> {
+        self.flows
+            .read()
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    /// Every flow, by namespace then id.
+    pub fn flows(&self) -> Vec<Arc<Flow>> {
+        let mut flows: Vec<_> = self.flows.read().values().cloned().collect();
+        flows.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
+        flows
+    }
+
+    /// A given revision of a flow (an execution keeps running the revision it started on).
+    pub async fn flow_revision(
+        &self,
+        namespace: &str,
+        id: &str,
+        revision: u32,
+    ) -> EngineResult<Arc<Flow>> {
+        let key = ((namespace.to_string(), id.to_string()), revision);
+        if let Some(f) = self.revisions.lock().get(&key) {
+            return Ok(f.clone());
+        }
+        let record = self
+            .store
+            .get_flow_revision(namespace, id, revision)
+            .await?
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "flow `{namespace}.{id}` has no revision {revision}"
+                ))
+            })?;
+        let flow =
+            Arc::new(
+                self.parse_record(&record)
+                    .map_err(|details| EngineError::Invalid {
+                        message: format!(
+                            "revision {revision} of flow `{namespace}.{id}` no longer validates"
+                        ),
+                        details,
+                    })?,
+            );
+        self.revisions.lock().insert(key, flow.clone());
+        Ok(flow)
+    }
+
+    // ----------------------------------------------------------- executions
+
+    /// Creates an execution (durably) and starts it. With a dedup key seen before, creates
+    /// nothing and returns the execution that holds the key.
+    pub async fn execute(&self, request: NewExecution) -> EngineResult<Execution> {
+        let flow = self
+            .flow(&request.namespace, &request.flow_id)
+            .ok_or_else(|| not_found_flow(&request.namespace, &request.flow_id))?;
+        self.execute_flow(&flow, request).await
+    }
+
+    pub(crate) async fn execute_flow(
+        &self,
+        flow: &Arc<Flow>,
+        request: NewExecution,
+    ) -> EngineResult<Execution> {
+        if self.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        if flow.disabled {
+            return Err(EngineError::Conflict(format!(
+                "flow `{}.{}` is disabled: set `disabled: false` to run it",
+                flow.namespace, flow.id
+            )));
+        }
+        let inputs =
+            resolve_inputs(flow, &request.inputs).map_err(|problems| EngineError::Invalid {
+                message: format!(
+                    "invalid inputs for flow `{}.{}`: {}",
+                    flow.namespace,
+                    flow.id,
+                    problems.join("; ")
+                ),
+                details: problems
+                    .into_iter()
+                    .map(|message| Diagnostic {
+                        line: 0,
+                        column: 0,
+                        message,
+                    })
+                    .collect(),
+            })?;
+        let mut execution = Execution::new(&flow.namespace, &flow.id, flow.revision);
+        execution.inputs = inputs;
+        execution.labels = flow
+            .labels
+            .iter()
+            .map(|(key, value)| Label {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        for label in request.labels {
+            execution.labels.retain(|l| l.key != label.key);
+            execution.labels.push(label);
+        }
+        execution.trigger = request.trigger;
+        execution.parent_execution_id = request.parent_execution_id;
+        match self
+            .store
+            .create_execution(&execution, request.dedup)
+            .await?
+        {
+            Created::Created => {
+                tracing::debug!(execution = %execution.id, namespace = %flow.namespace, flow = %flow.id, "execution created");
+                self.spawn(flow.clone(), execution.clone());
+                Ok(execution)
+            }
+            Created::Duplicate { existing_id } => self.get_execution(&existing_id).await,
+        }
+    }
+
+    /// Runs `execution` (new, resumed or restarted) in a task of its own.
+    fn spawn(&self, flow: Arc<Flow>, execution: Execution) {
+        let live = Arc::new(LiveExecution {
+            execution: Mutex::new(execution.clone()),
+            cancel: self.shutdown.child_token(),
+        });
+        self.live.lock().insert(execution.id.clone(), live.clone());
+        let engine = self.arc();
+        tokio::spawn(async move {
+            let id = execution.id.clone();
+            Run::new(engine.clone(), flow, live).drive().await;
+            engine.live.lock().remove(&id);
+        });
+    }
+
+    pub(crate) fn notify(&self, id: &str, state: State) {
+        let _ = self.events.send(ExecutionEvent {
+            id: id.to_string(),
+            state,
+        });
+    }
+
+    /// Events for every execution change; pair with [`Engine::get_execution`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ExecutionEvent> {
+        self.events.subscribe()
+    }
+
+    /// The execution as it is now (from memory while it runs here, else from the store).
+    pub async fn get_execution(&self, id: &str) -> EngineResult<Execution> {
+        let live = self.live.lock().get(id).cloned();
+        if let Some(live) = live {
+            return Ok(live.execution.lock().clone());
+        }
+        self.store
+            .get_execution(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("execution `{id}` not found")))
+    }
+
+    /// Waits until the execution is in a terminal state, or `timeout` passed (then returns it as
+    /// it is).
+    pub async fn wait_for_end(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> EngineResult<Execution> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut events = self.subscribe();
+        loop {
+            let execution = self.get_execution(id).await?;
+            if execution.state.current.is_terminal() {
+                return Ok(execution);
+            }
+            loop {
+                let next = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, events.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => return Ok(execution),
+                    },
+                    None => events.recv().await,
+                };
+                match next {
+                    Ok(ev) if ev.id == id && ev.state.is_terminal() => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(EngineError::ShuttingDown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Kills a running execution: its running tasks are stopped and it ends KILLED.
+    pub async fn kill(&self, id: &str) -> EngineResult<Execution> {
+        let live = self.live.lock().get(id).cloned();
+        if let Some(live) = live {
+            {
+                let mut e = live.execution.lock();
+                if e.state.current.is_terminal() {
+                    return Err(EngineError::Conflict(format!(
+                        "execution `{id}` is {} already",
+                        e.state.current
+                    )));
+                }
+                e.state.transition(State::Killing);
+            }
+            live.cancel.cancel();
+            self.notify(id, State::Killing);
+            return self.get_execution(id).await;
+        }
+        let mut execution = self.get_execution(id).await?;
+        if execution.state.current.is_terminal() {
+            return Err(EngineError::Conflict(format!(
+                "execution `{id}` is {} already",
+                execution.state.current
+            )));
+        }
+        execution.state.transition(State::Killed);
+        self.store
+            .save_execution(&execution, Durability::Wait)
+            .await?;
+        self.notify(id, State::Killed);
+        Ok(execution)
+    }
+
+    /// Restarts a FAILED or KILLED execution from its failed tasks: successful task runs are
+    /// kept, failed ones run again (with fresh attempts), the errors branch runs again if needed.
+    pub async fn restart(&self, id: &str) -> EngineResult<Execution> {
+        if self.live.lock().contains_key(id) {
+            return Err(EngineError::Conflict(format!(
+                "execution `{id}` is still running: only a FAILED or KILLED execution can be restarted"
+            )));
+        }
+        let mut execution = self.get_execution(id).await?;
+        if !matches!(execution.state.current, State::Failed | State::Killed) {
+            return Err(EngineError::Conflict(format!(
+                "execution `{id}` is {}: only a FAILED or KILLED execution can be restarted",
+                execution.state.current
+            )));
+        }
+        let flow = self
+            .flow_revision(
+                &execution.namespace,
+                &execution.flow_id,
+                execution.flow_revision,
+            )
+            .await?;
+        execution.task_run_list.retain(|t| !t.error_branch);
+        for run in &mut execution.task_run_list {
+            if run.state.current.is_failed() {
+                run.state.transition(State::Restarted);
+            }
+        }
+        execution.error = None;
+        execution.state.transition(State::Restarted);
+        self.store
+            .save_execution(&execution, Durability::Wait)
+            .await?;
+        self.notify(id, State::Restarted);
+        self.spawn(flow, execution.clone());
+        Ok(execution)
+    }
+
+    async fn resume_unfinished(&self) -> EngineResult<()> {
+        let unfinished = self.store.unfinished_executions().await?;
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "resuming unfinished executions");
+        }
+        for mut execution in unfinished {
+            if execution.state.current == State::Killing {
+                execution.state.transition(State::Killed);
+                self.store
+                    .save_execution(&execution, Durability::Background)
+                    .await?;
+                continue;
+            }
+            match self
+                .flow_revision(
+                    &execution.namespace,
+                    &execution.flow_id,
+                    execution.flow_revision,
+                )
+                .await
+            {
+                Ok(flow) => self.spawn(flow, execution),
+                Err(e) => {
+                    tracing::error!(execution = %execution.id, error = %e, "cannot resume execution: its flow is gone");
+                    execution.error = Some(format!("cannot resume: {e}"));
+                    execution.state.transition(State::Failed);
+                    self.store
+                        .save_execution(&execution, Durability::Background)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The semaphore that enforces a flow's `concurrency.limit`.
+    pub(crate) fn concurrency_slots(&self, flow: &Flow, limit: u32) -> Arc<Semaphore> {
+        self.concurrency
+            .lock()
+            .entry((flow.namespace.clone(), flow.id.clone()))
+            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
+            .clone()
+    }
+
+    /// Number of executions running in this process.
+    pub fn running_count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// Starts an execution from a webhook call: the flow must have a Webhook trigger with this
+    /// `key`. `variables` become `trigger.*` (body, headers, parameters).
+    pub async fn webhook(
+        &self,
+        namespace: &str,
+        flow_id: &str,
+        key: &str,
+        variables: Map<String, Value>,
+    ) -> EngineResult<Execution> {
+        let flow = self
+            .flow(namespace, flow_id)
+            .ok_or_else(|| not_found_flow(namespace, flow_id))?;
+        let trigger = flow
+            .triggers
+            .iter()
+            .find(|t| {
+                !t.disabled
+                    && matches!(&t.kind, swoop_core::flow::TriggerKind::Webhook(w) if w.key == key)
+            })
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "flow `{namespace}.{flow_id}` has no enabled Webhook trigger with this key"
+                ))
+            })?;
+        let request = NewExecution {
+            namespace: namespace.to_string(),
+            flow_id: flow_id.to_string(),
+            trigger: Some(ExecutionTrigger {
+                id: trigger.id.clone(),
+                type_name: trigger.type_name.clone(),
+                variables,
+            }),
+            ..Default::default()
+        };
+        self.execute_flow(&flow, request).await
+    }
+}
+
+fn not_found_flow(namespace: &str, id: &str) -> EngineError {
+    EngineError::NotFound(format!("flow `{namespace}.{id}` not found"))
+}

@@ -1,0 +1,18 @@
+//! swoop-engine: runs flows.
+//!
+//! - [`Engine`]: flows, execution creation (durable, idempotent with a dedup key), kill,
+//!   restart, resume after a crash.
+//! - `executor`: one execution's walk through its tasks (retry, timeout, flowables, errors).
+//! - `triggers`: schedules; webhooks come through [`Engine::webhook`].
+//! - [`flows_dir::FlowsDir`]: a folder of flow files kept in sync with the engine.
+
+mod context;
+mod engine;
+mod error;
+mod executor;
+pub mod flows_dir;
+mod inputs;
+mod triggers;
+
+pub use engine::{Engine, ExecutionEvent, FlowKey, LiveExecution, NewExecution};
+pub use error::{EngineError, EngineResult};

@@ -1,0 +1,167 @@
+//! Keeps each flow's triggers running: one task per Schedule trigger, replaced when the flow
+//! changes and stopped when it is deleted or disabled. (Webhook triggers need no task: the API
+//! calls [`crate::Engine::webhook`].)
+//!
+//! A schedule fires at each cron occurrence after it starts; the occurrence's date is the
+//! execution's dedup key, so a restart or two nodes never fire the same date twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use swoop_core::Flow;
+use swoop_core::flow::{ScheduleTrigger, TriggerDef, TriggerKind};
+use swoop_core::model::ExecutionTrigger;
+use swoop_store::DedupKey;
+use tokio::task::AbortHandle;
+
+use crate::engine::{Engine, FlowKey, NewExecution};
+
+#[derive(Default)]
+pub struct TriggerSupervisor {
+    running: Mutex<HashMap<FlowKey, Vec<AbortHandle>>>,
+}
+
+impl TriggerSupervisor {
+    /// Stops the flow's trigger tasks and starts those of its new revision.
+    pub fn restart_flow(&self, engine: &Arc<Engine>, flow: &Arc<Flow>) {
+        let key = (flow.namespace.clone(), flow.id.clone());
+        let mut handles = Vec::new();
+        if !flow.disabled {
+            for trigger in flow.triggers.iter().filter(|t| !t.disabled) {
+                if let TriggerKind::Schedule(schedule) = &trigger.kind {
+                    let task = tokio::spawn(run_schedule(
+                        engine.clone(),
+                        flow.clone(),
+                        trigger_ref(trigger),
+                        schedule.clone(),
+                    ));
+                    handles.push(task.abort_handle());
+                }
+            }
+        }
+        if let Some(old) = self.running.lock().insert(key, handles) {
+            old.iter().for_each(AbortHandle::abort);
+        }
+    }
+
+    pub fn stop_flow(&self, key: &FlowKey) {
+        if let Some(old) = self.running.lock().remove(key) {
+            old.iter().for_each(AbortHandle::abort);
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, handles) in self.running.lock().drain() {
+            handles.iter().for_each(AbortHandle::abort);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct TriggerRef {
+    id: String,
+    type_name: String,
+}
+
+fn trigger_ref(t: &TriggerDef) -> TriggerRef {
+    TriggerRef {
+        id: t.id.clone(),
+        type_name: t.type_name.clone(),
+    }
+}
+
+/// Parses a schedule's cron and time zone (both were checked at validation).
+fn parse_schedule(s: &ScheduleTrigger) -> Result<(croner::Cron, Tz), String> {
+    let cron = croner::parser::CronParser::new()
+        .parse(&s.cron)
+        .map_err(|e| format!("cron `{}`: {e}", s.cron))?;
+    let tz = match &s.timezone {
+        Some(name) => name
+            .parse::<Tz>()
+            .map_err(|e| format!("timezone `{name}`: {e}"))?,
+        None => Tz::UTC,
+    };
+    Ok((cron, tz))
+}
+
+async fn run_schedule(
+    engine: Arc<Engine>,
+    flow: Arc<Flow>,
+    trigger: TriggerRef,
+    schedule: ScheduleTrigger,
+) {
+    let (cron, tz) = match parse_schedule(&schedule) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(namespace = %flow.namespace, flow = %flow.id, trigger = %trigger.id, error = %e, "schedule cannot start");
+            return;
+        }
+    };
+    let dedup_trigger = format!("{}/{}/{}", flow.namespace, flow.id, trigger.id);
+    let mut after = Utc::now().with_timezone(&tz);
+    loop {
+        let next = match cron.find_next_occurrence(&after, false) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(trigger = %dedup_trigger, error = %e, "schedule has no next occurrence");
+                return;
+            }
+        };
+        let wait = (next.with_timezone(&Utc) - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.shutdown.cancelled() => return,
+        }
+        let date = next.with_timezone(&Utc);
+        let following = cron
+            .find_next_occurrence(&next, false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc));
+        let previous = cron
+            .find_previous_occurrence(&next, false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc));
+        let mut variables = Map::new();
+        variables.insert("date".into(), Value::String(iso(date)));
+        if let Some(n) = following {
+            variables.insert("next".into(), Value::String(iso(n)));
+        }
+        if let Some(p) = previous {
+            variables.insert("previous".into(), Value::String(iso(p)));
+        }
+        let request = NewExecution {
+            namespace: flow.namespace.clone(),
+            flow_id: flow.id.clone(),
+            inputs: schedule.inputs.clone(),
+            trigger: Some(ExecutionTrigger {
+                id: trigger.id.clone(),
+                type_name: trigger.type_name.clone(),
+                variables,
+            }),
+            dedup: Some(DedupKey {
+                trigger: dedup_trigger.clone(),
+                key: iso(date),
+            }),
+            ..Default::default()
+        };
+        match engine.execute_flow(&flow, request).await {
+            Ok(e) => {
+                tracing::info!(trigger = %dedup_trigger, execution = %e.id, date = %iso(date), "schedule fired")
+            }
+            Err(e) => {
+                tracing::error!(trigger = %dedup_trigger, error = %e, "schedule could not start an execution")
+            }
+        }
+        after = next;
+    }
+}
+
+fn iso(d: DateTime<Utc>) -> String {
+    d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,22 @@
+//! swoop's plugins: one folder per family, each behind a cargo feature (all on by default),
+//! each adding its types to the registry in [`registry`] — the one explicit list of everything
+//! this build knows.
+
+#[cfg(feature = "core")]
+pub mod core;
+
+use swoop_core::Registry;
+
+/// Every task and trigger type of this build.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    for factory in swoop_core::flow::flowable_factories() {
+        registry.register_task(factory);
+    }
+    for factory in swoop_core::flow::builtin_trigger_factories() {
+        registry.register_trigger(factory);
+    }
+    #[cfg(feature = "core")]
+    core::register(&mut registry);
+    registry
+}

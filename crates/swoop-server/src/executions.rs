@@ -1,0 +1,304 @@
+//! `/api/v1/executions` and `/api/v1/logs`: start (with inputs as JSON or a multipart form,
+//! optionally waiting for the end), read, search, follow (server-sent events), kill, restart,
+//! webhooks, logs.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use swoop_core::model::{Label, LogLevel};
+use swoop_core::{Execution, State as ExecState};
+use swoop_engine::NewExecution;
+use swoop_store::ExecutionQuery;
+
+use crate::{ApiError, ApiResult, AppState, Paging};
+
+fn execution_json(e: &Execution) -> Value {
+    serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateParams {
+    #[serde(default)]
+    wait: bool,
+    /// `key:value`, comma-separated.
+    #[serde(default)]
+    labels: Option<String>,
+}
+
+async fn inputs_from_request(request: Request) -> ApiResult<Map<String, Value>> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the multipart form: {e}")))?;
+        let mut inputs = Map::new();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the multipart form: {e}")))?
+        {
+            let name = field.name().unwrap_or_default().to_string();
+            let text = field
+                .text()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("form field `{name}`: {e}")))?;
+            inputs.insert(name, Value::String(text));
+        }
+        return Ok(inputs);
+    }
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "inputs must be a JSON object: {\"name\": value, …}",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "inputs are not valid JSON ({e}); send a JSON object or a multipart form"
+        ))),
+    }
+}
+
+fn parse_labels(text: Option<&str>) -> ApiResult<Vec<Label>> {
+    text.unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            pair.split_once(':')
+                .map(|(k, v)| Label {
+                    key: k.trim().to_string(),
+                    value: v.trim().to_string(),
+                })
+                .ok_or_else(|| ApiError::bad_request(format!("label `{pair}` must be key:value")))
+        })
+        .collect()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path((namespace, flow_id)): Path<(String, String)>,
+    Query(params): Query<CreateParams>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let inputs = inputs_from_request(request).await?;
+    let labels = parse_labels(params.labels.as_deref())?;
+    let execution = state
+        .engine
+        .execute(NewExecution {
+            namespace,
+            flow_id,
+            inputs,
+            labels,
+            ..Default::default()
+        })
+        .await?;
+    let execution = if params.wait {
+        state.engine.wait_for_end(&execution.id, None).await?
+    } else {
+        execution
+    };
+    Ok(Json(execution_json(&execution)))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(execution_json(
+        &state.engine.get_execution(&id).await?,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSearch {
+    namespace: Option<String>,
+    flow_id: Option<String>,
+    /// One state or several, comma-separated.
+    state: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    Query(q): Query<ExecutionSearch>,
+) -> ApiResult<Json<Value>> {
+    let states = q
+        .state
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<ExecState>().map_err(ApiError::bad_request))
+        .collect::<ApiResult<Vec<_>>>()?;
+    // Running executions are saved in the background: make the search see their newest state.
+    state
+        .engine
+        .store()
+        .flush()
+        .await
+        .map_err(swoop_engine::EngineError::from)?;
+    let page = state
+        .engine
+        .store()
+        .search_executions(&ExecutionQuery {
+            namespace: q.namespace,
+            flow_id: q.flow_id,
+            states,
+            page: q.paging.page,
+            size: q.paging.size,
+        })
+        .await
+        .map_err(swoop_engine::EngineError::from)?;
+    let results: Vec<Value> = page.results.iter().map(execution_json).collect();
+    Ok(Json(json!({"results": results, "total": page.total})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogParams {
+    min_level: Option<String>,
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Json<Value>> {
+    let min: Option<LogLevel> = params
+        .min_level
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let store = state.engine.store();
+    store
+        .flush()
+        .await
+        .map_err(swoop_engine::EngineError::from)?;
+    let logs = store
+        .logs_for_execution(&id)
+        .await
+        .map_err(swoop_engine::EngineError::from)?;
+    let logs: Vec<Value> = logs
+        .into_iter()
+        .filter(|l| min.is_none_or(|m| l.level >= m))
+        .map(|l| serde_json::to_value(l).unwrap_or(Value::Null))
+        .collect();
+    Ok(Json(Value::Array(logs)))
+}
+
+/// Server-sent events: the execution now, then again after every change, until it ends.
+pub async fn follow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let engine = state.engine.clone();
+    let mut events = engine.subscribe();
+    let first = engine.get_execution(&id).await?;
+    let stream = async_stream(move |tx| async move {
+        let mut current = first;
+        loop {
+            let ended = current.state.current.is_terminal();
+            let event = Event::default()
+                .event("execution")
+                .json_data(&current)
+                .unwrap_or_default();
+            if tx.send(Ok(event)).await.is_err() || ended {
+                return;
+            }
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.id == id => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(_) => return,
+                }
+            }
+            match engine.get_execution(&id).await {
+                Ok(e) => current = e,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A stream fed by a spawned producer through a small channel.
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(producer(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+pub async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(execution_json(&state.engine.restart(&id).await?)))
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let e = state.engine.kill(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(execution_json(&e))))
+}
+
+/// Starts the flow whose Webhook trigger has this key; the body, headers and query parameters
+/// become `trigger.body`, `trigger.headers`, `trigger.parameters`.
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path((namespace, flow_id, key)): Path<(String, String, String)>,
+    Query(parameters): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in parameters {
+        params.entry(k).or_default().push(v);
+    }
+    let mut header_map: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in &headers {
+        header_map
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+    };
+    let mut variables = Map::new();
+    variables.insert("body".into(), body);
+    variables.insert("headers".into(), json!(header_map));
+    variables.insert("parameters".into(), json!(params));
+    let execution = state
+        .engine
+        .webhook(&namespace, &flow_id, &key, variables)
+        .await?;
+    Ok(Json(execution_json(&execution)))
+}

@@ -1,0 +1,150 @@
+//! `/api/v1/flows`: create, read, update, delete, search and validate flows (YAML bodies).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use swoop_core::Flow;
+
+use crate::{ApiResult, AppState, Paging};
+
+/// A flow as the API shows it: its YAML as JSON, plus revision and source.
+pub fn flow_json(flow: &Flow) -> Value {
+    let mut v = flow.json.clone();
+    if let Value::Object(m) = &mut v {
+        m.insert("revision".into(), json!(flow.revision));
+        m.insert("deleted".into(), json!(false));
+        m.insert("source".into(), json!(flow.source));
+    }
+    v
+}
+
+pub async fn create(State(state): State<AppState>, body: String) -> ApiResult<Response> {
+    let flow = state.engine.create_flow(&body).await?;
+    Ok((StatusCode::OK, Json(flow_json(&flow))).into_response())
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+    body: String,
+) -> ApiResult<Json<Value>> {
+    let flow = state.engine.update_flow(&namespace, &id, &body).await?;
+    Ok(Json(flow_json(&flow)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let flow = state.engine.flow(&namespace, &id).ok_or_else(|| {
+        crate::ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("flow `{namespace}.{id}` not found"),
+        )
+    })?;
+    Ok(Json(flow_json(&flow)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_flow(&namespace, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FlowSearch {
+    namespace: Option<String>,
+    q: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+pub async fn search(State(state): State<AppState>, Query(query): Query<FlowSearch>) -> Json<Value> {
+    let matches: Vec<_> = state
+        .engine
+        .flows()
+        .into_iter()
+        .filter(|f| {
+            query
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| f.namespace == ns || f.namespace.starts_with(&format!("{ns}.")))
+        })
+        .filter(|f| {
+            query.q.as_deref().is_none_or(|q| {
+                let q = q.to_lowercase();
+                f.id.to_lowercase().contains(&q) || f.namespace.to_lowercase().contains(&q)
+            })
+        })
+        .collect();
+    let total = matches.len();
+    let size = query.paging.size.clamp(1, 1000);
+    let page = query.paging.page.max(1);
+    let results: Vec<Value> = matches
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .map(|f| flow_json(f))
+        .collect();
+    Json(json!({"results": results, "total": total}))
+}
+
+/// Splits a multi-document YAML body on `---` lines, keeping each document's first line number.
+fn documents(body: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in body.lines().enumerate() {
+        if line.trim_end() == "---" {
+            if !current.trim().is_empty() {
+                docs.push((start, std::mem::take(&mut current)));
+            }
+            current.clear();
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        docs.push((start, current));
+    }
+    docs
+}
+
+/// Validates one or several flows (documents separated by `---`); answers one entry per flow.
+pub async fn validate(State(state): State<AppState>, body: String) -> Json<Value> {
+    let results: Vec<Value> = documents(&body)
+        .into_iter()
+        .enumerate()
+        .map(|(index, (first_line, source))| {
+            let head: Value = swoop_core::yaml::parse(&source).map(|n| n.to_json()).unwrap_or(Value::Null);
+            let errors: Vec<Value> = state
+                .engine
+                .validate(&source)
+                .into_iter()
+                .map(|d| json!({"line": d.line + first_line - 1, "column": d.column, "message": d.message}))
+                .collect();
+            let constraints = (!errors.is_empty()).then(|| {
+                errors
+                    .iter()
+                    .map(|e| format!("{}:{}: {}", e["line"], e["column"], e["message"].as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            json!({
+                "index": index,
+                "flow": head.get("id"),
+                "namespace": head.get("namespace"),
+                "constraints": constraints,
+                "errors": errors,
+            })
+        })
+        .collect();
+    Json(Value::Array(results))
+}

@@ -1,0 +1,135 @@
+//! swoop's REST API, Kestra-shaped, under `/api/v1`, plus `/health` and a small web page at `/`.
+//!
+//! [`app`] builds the whole router over an [`Engine`]; tests drive it with `oneshot`, no socket.
+//! Errors are JSON `{"message": …, "details": [{line, column, message}]}`: 400/404/409/422 for
+//! the caller's mistakes, 500 for ours.
+
+mod executions;
+mod flows;
+mod ui;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use swoop_engine::{Engine, EngineError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+/// The whole HTTP API.
+pub fn app(engine: Arc<Engine>) -> Router {
+    let state = AppState { engine };
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/health", get(health))
+        .route("/api/v1/flows", post(flows::create))
+        .route("/api/v1/flows/search", get(flows::search))
+        .route("/api/v1/flows/validate", post(flows::validate))
+        .route(
+            "/api/v1/flows/{namespace}/{id}",
+            get(flows::get).put(flows::update).delete(flows::delete),
+        )
+        .route("/api/v1/executions/search", get(executions::search))
+        .route(
+            "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}",
+            get(executions::webhook).post(executions::webhook),
+        )
+        .route(
+            "/api/v1/executions/{namespace}/{flow_id}",
+            post(executions::create),
+        )
+        .route("/api/v1/executions/{id}", get(executions::get))
+        .route("/api/v1/executions/{id}/follow", get(executions::follow))
+        .route("/api/v1/executions/{id}/restart", post(executions::restart))
+        .route(
+            "/api/v1/executions/{id}/kill",
+            axum::routing::delete(executions::kill),
+        )
+        .route("/api/v1/logs/{execution_id}", get(executions::logs))
+        .with_state(state)
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    Json(json!({
+        "status": "UP",
+        "store": state.engine.store().backend(),
+        "runningExecutions": state.engine.running_count(),
+    }))
+    .into_response()
+}
+
+/// An error as the API answers it.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<swoop_core::validate::Diagnostic>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            EngineError::Invalid { message, details } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+                details,
+            },
+            EngineError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            EngineError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            EngineError::Store(err) => {
+                tracing::error!(error = %err, "store error answering a request");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"message": self.message, "details": self.details})),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `page` (1-based) and `size` query parameters, Kestra's defaults.
+#[derive(Debug, serde::Deserialize)]
+pub struct Paging {
+    #[serde(default = "one")]
+    pub page: usize,
+    #[serde(default = "twenty_five")]
+    pub size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn twenty_five() -> usize {
+    25
+}

@@ -1,0 +1,194 @@
+//! The `swoop` binary: `server local`, `flow validate`, `flow run`, `bench`.
+
+mod bench;
+mod flow_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use swoop_engine::Engine;
+use swoop_engine::flows_dir::FlowsDir;
+use swoop_store::{SqliteOptions, SqliteStore, SyncMode};
+
+#[derive(Parser)]
+#[command(
+    name = "swoop",
+    version,
+    about = "Event-driven workflow orchestrator (Kestra flow syntax)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Server {
+        #[command(subcommand)]
+        mode: ServerMode,
+    },
+    /// Work with flow files.
+    Flow {
+        #[command(subcommand)]
+        command: FlowCommand,
+    },
+    /// Measure the engine: executions/s, latency percentiles, peak memory.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ServerMode {
+    /// Everything in one process on the embedded SQLite store.
+    Local(LocalArgs),
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Where the store keeps its data.
+    #[arg(long, default_value = "./swoop-data")]
+    data_dir: PathBuf,
+    /// A folder of flow files, loaded at start and reloaded when they change.
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// `normal` survives a process crash; `full` also survives power loss (slower).
+    #[arg(long, value_enum, default_value_t = Sync::Normal)]
+    sync: Sync,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sync {
+    Normal,
+    Full,
+}
+
+#[derive(Subcommand)]
+enum FlowCommand {
+    /// Check flow files; prints every problem as FILE:LINE:COLUMN: message.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a flow once, in-process, on a throw-away store; prints the execution as JSON.
+    Run(flow_cmd::RunArgs),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWOOP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server {
+                mode: ServerMode::Local(args),
+            } => {
+                init_tracing("info");
+                server_local(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Flow {
+                command: FlowCommand::Validate { files },
+            } => Ok(flow_cmd::validate(&files)),
+            Command::Flow {
+                command: FlowCommand::Run(args),
+            } => {
+                init_tracing("warn");
+                flow_cmd::run(args).await
+            }
+            Command::Bench(args) => {
+                init_tracing("warn");
+                bench::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the SQLite store and starts the engine on it.
+pub async fn start_engine(
+    data_dir: &std::path::Path,
+    sync: SyncMode,
+) -> anyhow::Result<Arc<Engine>> {
+    let store = SqliteStore::open(SqliteOptions {
+        path: data_dir.join("swoop.db"),
+        sync,
+        ..Default::default()
+    })
+    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let registry = Arc::new(swoop_plugins::registry());
+    Engine::start(store, registry)
+        .await
+        .context("cannot start the engine")
+}
+
+async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
+    let sync = match args.sync {
+        Sync::Normal => SyncMode::Normal,
+        Sync::Full => SyncMode::Full,
+    };
+    let engine = start_engine(&args.data_dir, sync).await?;
+    if let Some(dir) = &args.flows {
+        anyhow::ensure!(dir.is_dir(), "--flows {} is not a folder", dir.display());
+        // Load once before serving, then keep watching.
+        let mut flows = FlowsDir::default();
+        let loaded = flows.sync(&engine, dir).await;
+        tracing::info!(dir = %dir.display(), loaded, "flows loaded");
+        tokio::spawn(FlowsDir::watch(
+            engine.clone(),
+            dir.clone(),
+            Duration::from_millis(500),
+        ));
+    }
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| format!("bad address {}:{}", args.host, args.port))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "swoop server local is up");
+    let app = swoop_server::app(engine.clone());
+    let shutdown_engine = engine.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            shutdown_engine.shutdown().await;
+        })
+        .await
+        .context("server error")?;
+    engine.shutdown().await;
+    Ok(())
+}

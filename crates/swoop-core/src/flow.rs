@@ -179,7 +179,7 @@ impl Flow {
             #[serde(default)]
             outputs: Vec<FlowOutput>,
         }
-        let head: Head = serde_json::from_value(json.clone()).map_err(|e| e.to_string())?;
+        let head: Head = serde_json::from_value(normalized_head(&json)).map_err(|e| e.to_string())?;
         let labels = match json.get("labels") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect(),
@@ -238,6 +238,35 @@ impl Flow {
         walk(&self.errors, &mut out);
         out
     }
+}
+
+/// The flow's own properties in the shape the model reads: enum words upper-cased (validation
+/// accepts any case) and scalar descriptions as text.
+fn normalized_head(json: &Value) -> Value {
+    let mut head = json.clone();
+    let upper = |v: &mut Value| {
+        if let Value::String(s) = v {
+            *s = s.to_ascii_uppercase();
+        }
+    };
+    for list in ["inputs", "outputs"] {
+        if let Some(Value::Array(items)) = head.get_mut(list) {
+            for item in items {
+                if let Some(t) = item.get_mut("type") {
+                    upper(t);
+                }
+            }
+        }
+    }
+    if let Some(b) = head.get_mut("concurrency").and_then(|c| c.get_mut("behavior")) {
+        upper(b);
+    }
+    if let Some(d) = head.get_mut("description")
+        && !d.is_null()
+    {
+        *d = Value::String(scalar_text(d));
+    }
+    head
 }
 
 /// A scalar as text (strings as they are, others as JSON).

@@ -293,7 +293,10 @@ impl Run {
         if let Some(state) = done {
             return state;
         }
-        self.save(Durability::Background).await;
+        if matches!(task.kind, TaskKind::Flowable(_)) {
+            // (A runnable's run is saved with its first attempt.)
+            self.save(Durability::Background).await;
+        }
         let (state, outputs) = match &task.kind {
             TaskKind::Runnable(runnable) => {
                 self.run_runnable(task, runnable.as_ref(), &run_id, scope)
@@ -410,6 +413,7 @@ impl Run {
     ) -> (State, Option<Map<String, Value>>) {
         loop {
             let (attempt, failed_before, first_start) = self.begin_attempt(run_id);
+            self.save(Durability::Background).await;
             let ctx = self.task_run_context(task, run_id, scope, attempt);
             let outcome = tokio::select! {
                 _ = self.live.cancel.cancelled() => None,

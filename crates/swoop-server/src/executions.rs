@@ -19,7 +19,7 @@ use swoop_core::{Execution, State as ExecState};
 use swoop_engine::NewExecution;
 use swoop_store::ExecutionQuery;
 
-use crate::{ApiError, ApiResult, AppState, Paging};
+use crate::{ApiError, ApiResult, AppState};
 
 fn execution_json(e: &Execution) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
@@ -131,8 +131,11 @@ pub struct ExecutionSearch {
     flow_id: Option<String>,
     /// One state or several, comma-separated.
     state: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Not `#[serde(flatten)]`: flattening makes serde_urlencoded see numbers as strings.
+    #[serde(default = "crate::one")]
+    page: usize,
+    #[serde(default = "crate::twenty_five")]
+    size: usize,
 }
 
 pub async fn search(
@@ -161,8 +164,8 @@ pub async fn search(
             namespace: q.namespace,
             flow_id: q.flow_id,
             states,
-            page: q.paging.page,
-            size: q.paging.size,
+            page: q.page,
+            size: q.size,
         })
         .await
         .map_err(swoop_engine::EngineError::from)?;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use swoop_core::Flow;
 
-use crate::{ApiResult, AppState, Paging};
+use crate::{ApiResult, AppState};
 
 /// A flow as the API shows it: its YAML as JSON, plus revision and source.
 pub fn flow_json(flow: &Flow) -> Value {
@@ -60,8 +60,11 @@ pub async fn delete(
 pub struct FlowSearch {
     namespace: Option<String>,
     q: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Not `#[serde(flatten)]`: flattening makes serde_urlencoded see numbers as strings.
+    #[serde(default = "crate::one")]
+    page: usize,
+    #[serde(default = "crate::twenty_five")]
+    size: usize,
 }
 
 pub async fn search(State(state): State<AppState>, Query(query): Query<FlowSearch>) -> Json<Value> {
@@ -83,8 +86,8 @@ pub async fn search(State(state): State<AppState>, Query(query): Query<FlowSearc
         })
         .collect();
     let total = matches.len();
-    let size = query.paging.size.clamp(1, 1000);
-    let page = query.paging.page.max(1);
+    let size = query.size.clamp(1, 1000);
+    let page = query.page.max(1);
     let results: Vec<Value> = matches
         .iter()
         .skip((page - 1) * size)

@@ -118,18 +118,10 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// `page` (1-based) and `size` query parameters, Kestra's defaults.
-#[derive(Debug, serde::Deserialize)]
-pub struct Paging {
-    #[serde(default = "one")]
-    pub page: usize,
-    #[serde(default = "twenty_five")]
-    pub size: usize,
-}
-
-fn one() -> usize {
+/// Kestra's paging defaults: `page` is 1-based, `size` 25.
+pub(crate) fn one() -> usize {
     1
 }
-fn twenty_five() -> usize {
+pub(crate) fn twenty_five() -> usize {
     25
 }

@@ -183,7 +183,7 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
     let shutdown_engine = engine.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
             tracing::info!("shutting down");
             shutdown_engine.shutdown().await;
         })
@@ -191,4 +191,27 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         .context("server error")?;
     engine.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -179,7 +179,8 @@ impl Flow {
             #[serde(default)]
             outputs: Vec<FlowOutput>,
         }
-        let head: Head = serde_json::from_value(normalized_head(&json)).map_err(|e| e.to_string())?;
+        let head: Head =
+            serde_json::from_value(normalized_head(&json)).map_err(|e| e.to_string())?;
         let labels = match json.get("labels") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect(),
@@ -258,7 +259,10 @@ fn normalized_head(json: &Value) -> Value {
             }
         }
     }
-    if let Some(b) = head.get_mut("concurrency").and_then(|c| c.get_mut("behavior")) {
+    if let Some(b) = head
+        .get_mut("concurrency")
+        .and_then(|c| c.get_mut("behavior"))
+    {
         upper(b);
     }
     if let Some(d) = head.get_mut("description")

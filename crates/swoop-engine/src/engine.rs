@@ -364,10 +364,28 @@ impl Engine {
         self.live.lock().insert(execution.id.clone(), live.clone());
         let engine = self.arc();
         tokio::spawn(async move {
-            let id = execution.id.clone();
-            Run::new(engine.clone(), flow, live).drive().await;
-            engine.live.lock().remove(&id);
+            Run::new(engine.clone(), flow, live.clone()).drive().await;
+            engine.forget(&execution.id, &live);
         });
+    }
+
+    /// Shows an ended execution (saved already) as it ended and stops serving it from memory:
+    /// from then on it is read from the store, and it can be restarted.
+    pub(crate) fn retire(&self, live: &Arc<LiveExecution>, ended: Execution) {
+        let mut running = self.live.lock();
+        let id = ended.id.clone();
+        *live.execution.lock() = ended;
+        if running.get(&id).is_some_and(|l| Arc::ptr_eq(l, live)) {
+            running.remove(&id);
+        }
+    }
+
+    /// Drops `live` from the running executions, unless a restart replaced it already.
+    fn forget(&self, id: &str, live: &Arc<LiveExecution>) {
+        let mut running = self.live.lock();
+        if running.get(id).is_some_and(|l| Arc::ptr_eq(l, live)) {
+            running.remove(id);
+        }
     }
 
     pub(crate) fn notify(&self, id: &str, state: State) {

@@ -20,6 +20,7 @@ use swoop_core::registry::{RunnableTask, TaskKind};
 use swoop_core::template::Templates;
 use swoop_core::{Flow, State};
 use swoop_store::{DedupKey, Durability};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::{LogTarget, TaskRunContext, base_context, outputs_context};
 use crate::engine::{Engine, LiveExecution, NewExecution};
@@ -138,14 +139,14 @@ impl Run {
 
     /// Runs the execution to its end.
     pub(crate) async fn drive(self) {
-        let _permit = match self.flow.concurrency.clone() {
+        let permit = match self.flow.concurrency.clone() {
             None => None,
             Some(c) => {
                 let slots = self.engine.concurrency_slots(&self.flow, c.limit);
                 match c.behavior {
                     ConcurrencyBehavior::Queue => tokio::select! {
                         p = slots.acquire_owned() => p.ok(),
-                        _ = self.live.cancel.cancelled() => return self.finish(State::Killed).await,
+                        _ = self.live.cancel.cancelled() => return self.finish(State::Killed, None).await,
                     },
                     behavior => match slots.try_acquire_owned() {
                         Ok(p) => Some(p),
@@ -159,7 +160,7 @@ impl Run {
                                 "flow `{}` has {} executions running already (concurrency.limit)",
                                 self.flow_ref, c.limit
                             ));
-                            return self.finish(state).await;
+                            return self.finish(state, None).await;
                         }
                     },
                 }
@@ -183,7 +184,7 @@ impl Run {
         if state.is_successful() && !self.flow.outputs.is_empty() {
             state = self.compute_outputs(state);
         }
-        self.finish(state).await;
+        self.finish(state, permit).await;
     }
 
     fn compute_outputs(&self, state: State) -> State {
@@ -207,15 +208,30 @@ impl Run {
         state
     }
 
-    async fn finish(&self, state: State) {
+    /// Ends the execution: saved durably first, then shown ended (and out of the running ones,
+    /// its concurrency slot free), then announced. So whoever sees the end finds it in the store
+    /// and can restart it, or start the next execution in its slot, at once.
+    async fn finish(&self, state: State, permit: Option<OwnedSemaphorePermit>) {
         let state = if self.cancelled() && !state.is_terminal() {
             State::Killed
         } else {
             state
         };
-        self.live.execution.lock().state.transition(state);
-        self.save(Durability::Wait).await;
-        tracing::debug!(execution = %self.id(), flow = %self.flow_ref, %state, "execution ended");
+        let mut ended = self.live.execution.lock().clone();
+        ended.state.transition(state);
+        if let Err(e) = self
+            .engine
+            .store
+            .save_execution(&ended, Durability::Wait)
+            .await
+        {
+            tracing::error!(execution = %ended.id, error = %e, "cannot save execution");
+        }
+        let id = ended.id.clone();
+        self.engine.retire(&self.live, ended);
+        drop(permit);
+        self.engine.notify(&id, state);
+        tracing::debug!(execution = %id, flow = %self.flow_ref, %state, "execution ended");
     }
 
     /// Runs tasks one after another; stops at the first failure (unless it is allowed).

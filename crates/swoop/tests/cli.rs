@@ -20,7 +20,10 @@ fn validate_prints_every_mistake_with_its_line_and_exits_1() {
     assert_eq!(lines.len(), 3, "three problems expected, got:\n{stdout}");
     let path = file.display().to_string();
     assert!(lines[0].starts_with(&format!("{path}:5:")), "{}", lines[0]);
-    assert!(lines[0].contains("unknown task type") && lines[0].contains("io.kestra.plugin.core.log.Log`"));
+    assert!(
+        lines[0].contains("unknown task type")
+            && lines[0].contains("io.kestra.plugin.core.log.Log`")
+    );
     assert!(lines[1].starts_with(&format!("{path}:10:")), "{}", lines[1]);
     assert!(lines[1].contains("unknown property `colour`"));
     assert!(lines[2].starts_with(&format!("{path}:13:")), "{}", lines[2]);
@@ -37,7 +40,12 @@ fn validate_accepts_the_examples() {
     files.sort();
     assert!(files.len() >= 3);
     let out = run(swoop().args(["flow", "validate"]).args(&files));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -48,17 +56,30 @@ fn flow_run_gives_the_expected_outputs() {
         .arg(ex.join("enrich-order.yml"))
         .arg("--flows")
         .arg(&ex));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(e["state"]["current"], "SUCCESS");
     assert_eq!(e["outputs"]["warehouse"], "EU warehouse for swoop-demo");
     let runs = e["taskRunList"].as_array().unwrap();
-    let run_of = |id: &str| runs.iter().find(|r| r["taskId"] == id).unwrap_or_else(|| panic!("no run of {id}"));
+    let run_of = |id: &str| {
+        runs.iter()
+            .find(|r| r["taskId"] == id)
+            .unwrap_or_else(|| panic!("no run of {id}"))
+    };
     assert_eq!(run_of("first_price")["outputs"]["value"], "10.5");
     assert_eq!(run_of("route")["outputs"]["value"], "FR");
     assert_eq!(run_of("flaky")["attempts"].as_array().unwrap().len(), 3);
     assert_eq!(run_of("invoice")["outputs"]["outputs"]["number"], "INV-1");
-    let items: Vec<_> = runs.iter().filter(|r| r["taskId"] == "item").map(|r| r["value"].clone()).collect();
+    let items: Vec<_> = runs
+        .iter()
+        .filter(|r| r["taskId"] == "item")
+        .map(|r| r["value"].clone())
+        .collect();
     assert_eq!(items.len(), 2);
     assert!(items.contains(&"A-1".into()) && items.contains(&"B-2".into()));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -88,13 +109,22 @@ tasks:
     )
     .unwrap();
     let event = dir.path().join("event.json");
-    std::fs::write(&event, r#"{"value": "{\"product_id\": \"20\", \"price\": \"166.89\"}", "offset": 7}"#).unwrap();
+    std::fs::write(
+        &event,
+        r#"{"value": "{\"product_id\": \"20\", \"price\": \"166.89\"}", "offset": 7}"#,
+    )
+    .unwrap();
     let out = run(swoop()
         .args(["flow", "run"])
         .arg(&flow)
         .args(["--input", "qty=2", "--trigger"])
         .arg(&event));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(e["taskRunList"][0]["outputs"]["value"], "20 x3");
     assert_eq!(e["trigger"]["id"], "hook");

@@ -25,7 +25,13 @@ tasks:
 "#;
 
 fn search(port: u16) -> serde_json::Value {
-    let (status, body) = http(port, "GET", "/api/v1/executions/search?namespace=crash.test&size=100", None).unwrap();
+    let (status, body) = http(
+        port,
+        "GET",
+        "/api/v1/executions/search?namespace=crash.test&size=100",
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     json(&body)
 }
@@ -42,8 +48,13 @@ fn kill_9_then_restart_finishes_every_execution() {
     let mut ids = Vec::new();
     for n in 0..N {
         let body = format!("{{\"n\": {n}}}");
-        let (status, text) =
-            http(port, "POST", "/api/v1/executions/crash.test/slow", Some(("application/json", &body))).unwrap();
+        let (status, text) = http(
+            port,
+            "POST",
+            "/api/v1/executions/crash.test/slow",
+            Some(("application/json", &body)),
+        )
+        .unwrap();
         assert_eq!(status, 200, "{text}");
         ids.push(json(&text)["id"].as_str().unwrap().to_string());
     }
@@ -66,7 +77,10 @@ fn kill_9_then_restart_finishes_every_execution() {
         if sleeping == N {
             break;
         }
-        assert!(Instant::now() < deadline, "executions never all reached the Sleep task");
+        assert!(
+            Instant::now() < deadline,
+            "executions never all reached the Sleep task"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     server.kill_9();
@@ -82,12 +96,18 @@ fn kill_9_then_restart_finishes_every_execution() {
         }) {
             break results;
         }
-        assert!(Instant::now() < deadline, "executions did not all finish after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "executions did not all finish after the restart"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(finished.len(), N, "an execution vanished");
     for id in &ids {
-        let e = finished.iter().find(|e| e["id"] == id.as_str()).expect("every execution is still there");
+        let e = finished
+            .iter()
+            .find(|e| e["id"] == id.as_str())
+            .expect("every execution is still there");
         assert_eq!(e["state"]["current"], "SUCCESS", "{e}");
         let runs = e["taskRunList"].as_array().unwrap();
         let run = |task: &str| runs.iter().find(|t| t["taskId"] == task).unwrap();
@@ -98,6 +118,11 @@ fn kill_9_then_restart_finishes_every_execution() {
         assert_eq!(nap.len(), 2, "{e}");
         assert_eq!(nap[0]["state"]["current"], "KILLED");
         assert_eq!(nap[1]["state"]["current"], "SUCCESS");
-        assert!(run("after")["outputs"]["value"].as_str().unwrap().starts_with("end "));
+        assert!(
+            run("after")["outputs"]["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("end ")
+        );
     }
 }

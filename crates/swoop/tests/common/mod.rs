@@ -77,7 +77,12 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
-pub fn http(port: u16, method: &str, path: &str, body: Option<(&str, &str)>) -> std::io::Result<(u16, String)> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let (content_type, payload) = body.unwrap_or(("application/json", ""));
@@ -95,7 +100,10 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<(&str, &str)>) -> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -106,7 +114,9 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<(&str, &str)>) -> 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

@@ -107,7 +107,6 @@ const CONCURRENCY_PROPERTIES: &[PropSpec] = &[
 pub const FLOW_PROPERTIES: &[PropSpec] = &[
     PropSpec::required("id", PropType::String),
     PropSpec::required("namespace", PropType::String),
-    PropSpec::optional("revision", PropType::Int),
     PropSpec::optional("description", PropType::String),
     PropSpec::optional("labels", PropType::Any),
     PropSpec::optional("inputs", PropType::ObjectList(INPUT_PROPERTIES)),

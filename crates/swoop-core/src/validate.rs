@@ -1331,7 +1331,7 @@ triggers:
     fn flow_properties_ids_and_inputs() {
         let source = "id: my flow
 namespace: Company.Team
-revison: 2
+variabels: 2
 inputs:
   - id: n
     type: INT
@@ -1369,7 +1369,7 @@ tasks: []
         );
         assert_eq!(
             messages[2],
-            "unknown property `revison` of the flow (did you mean `revision`?)"
+            "unknown property `variabels` of the flow (did you mean `variables`?)"
         );
         assert_eq!(
             messages[3],

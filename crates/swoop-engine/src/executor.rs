@@ -95,6 +95,18 @@ impl Run {
         self.live.cancel.is_cancelled()
     }
 
+    /// Tells subscribers the execution changed, without saving it: they read the live copy.
+    /// Used where a save follows soon anyway (a task's end is saved with the next task's first
+    /// attempt, or with the execution's end), which halves the writes of a short flow. A crash in
+    /// between re-runs that task, as it would any running task.
+    fn changed(&self) {
+        let (id, state) = {
+            let e = self.live.execution.lock();
+            (e.id.clone(), e.state.current)
+        };
+        self.engine.notify(&id, state);
+    }
+
     /// Saves the execution as it is now and tells subscribers.
     async fn save(&self, durability: Durability) {
         let (snapshot, state) = {
@@ -167,7 +179,7 @@ impl Run {
             }
         };
         self.live.execution.lock().state.transition(State::Running);
-        self.save(Durability::Background).await;
+        self.changed();
 
         let root = Scope::default();
         let mut state = self.run_tasks(&self.flow.tasks, &root).await;
@@ -191,7 +203,15 @@ impl Run {
         let ctx = self.context(None, None, &Scope::default(), 0);
         let mut outputs = Map::new();
         for output in &self.flow.outputs {
-            match Templates::global().render_value(&output.value, &ctx) {
+            let what = format!("output `{}`", output.id);
+            let value = Templates::global()
+                .render_value(&output.value, &ctx)
+                .map_err(|e| e.to_string())
+                .and_then(|v| match output.output_type {
+                    Some(kind) => crate::inputs::coerce_value(&what, kind, &v),
+                    None => Ok(v),
+                });
+            match value {
                 Ok(v) => {
                     outputs.insert(output.id.clone(), v);
                 }
@@ -326,7 +346,7 @@ impl Run {
             state
         };
         self.close_task_run(&run_id, state, outputs);
-        self.save(Durability::Background).await;
+        self.changed();
         state
     }
 

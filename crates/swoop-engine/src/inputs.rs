@@ -3,7 +3,7 @@
 //! input is parsed, so `inputs.order.country` works). Every problem is reported at once.
 
 use serde_json::{Map, Value};
-use swoop_core::flow::{Flow, InputDef, InputType};
+use swoop_core::flow::{Flow, InputType};
 
 /// The flow's typed inputs from what the caller gave. Inputs the flow does not declare are
 /// refused (a typo would otherwise be silently ignored).
@@ -43,7 +43,7 @@ pub fn resolve_inputs(
             None => {
                 out.insert(input.id.clone(), Value::Null);
             }
-            Some(v) => match coerce(input, v) {
+            Some(v) => match coerce_value(&format!("input `{}`", input.id), input.input_type, v) {
                 Ok(v) => {
                     out.insert(input.id.clone(), v);
                 }
@@ -69,15 +69,10 @@ fn type_name(t: InputType) -> &'static str {
     }
 }
 
-fn coerce(input: &InputDef, v: &Value) -> Result<Value, String> {
-    let bad = |why: &str| {
-        format!(
-            "input `{}` must be {} ({why}), got {v}",
-            input.id,
-            type_name(input.input_type)
-        )
-    };
-    match input.input_type {
+/// `v` as a value of type `kind`; `what` names it in errors (``input `qty` ``).
+pub(crate) fn coerce_value(what: &str, kind: InputType, v: &Value) -> Result<Value, String> {
+    let bad = |why: &str| format!("{what} must be {} ({why}), got {v}", type_name(kind));
+    match kind {
         InputType::String => Ok(Value::String(match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),

@@ -313,6 +313,10 @@ fn open_writer(path: &Path, sync: SyncMode) -> StoreResult<Connection> {
         .ctx("foreign_keys")?;
     conn.pragma_update(None, "temp_store", "MEMORY")
         .ctx("temp_store")?;
+    // A page cache big enough to hold the hot part of the tables and indexes: without it the
+    // writer re-reads pages from the OS on every batch (seen in profiles as readDbPage).
+    conn.pragma_update(None, "cache_size", -64 * 1024)
+        .ctx("cache_size")?;
     // Keep the WAL file from staying huge after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("journal_size_limit")?;

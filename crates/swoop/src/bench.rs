@@ -102,15 +102,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         dir.display()
     );
     let started = Instant::now();
+    // Creations run concurrently (each waits for its group commit), as events from a source do.
+    let mut creations = tokio::task::JoinSet::new();
     for _ in 0..args.executions {
         slots.acquire().await?.forget();
-        engine
-            .execute(NewExecution {
-                namespace: "swoop.bench".into(),
-                flow_id: "bench".into(),
-                ..Default::default()
-            })
-            .await?;
+        let engine = engine.clone();
+        creations.spawn(async move {
+            engine
+                .execute(NewExecution {
+                    namespace: "swoop.bench".into(),
+                    flow_id: "bench".into(),
+                    ..Default::default()
+                })
+                .await
+        });
+        while let Some(done) = creations.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = creations.join_next().await {
+        done??;
     }
     tokio::time::timeout(std::time::Duration::from_secs(600), listener)
         .await

@@ -827,6 +827,8 @@ impl TriggerDef {
 pub enum TriggerKind {
     Schedule(ScheduleTrigger),
     Webhook(WebhookTrigger),
+    /// Fires once per event of a source (Kafka, MQTT …), through the realtime runtime.
+    Realtime(crate::realtime::RealtimeTrigger),
 }
 
 #[derive(Debug, Clone)]
@@ -852,6 +854,7 @@ pub fn builtin_trigger_factories() -> Vec<crate::registry::TriggerFactory> {
                 "io.kestra.plugin.core.trigger.Schedule",
                 "io.kestra.core.models.triggers.types.Schedule",
             ],
+            realtime: false,
             properties: const {
                 &[
                     PropSpec::required("cron", PropType::String),
@@ -878,6 +881,7 @@ pub fn builtin_trigger_factories() -> Vec<crate::registry::TriggerFactory> {
                 "io.kestra.plugin.core.trigger.Webhook",
                 "io.kestra.core.models.triggers.types.Webhook",
             ],
+            realtime: false,
             properties: const { &[PropSpec::required("key", PropType::String)] },
             build: |v| {
                 Ok(TriggerKind::Webhook(WebhookTrigger {

@@ -11,6 +11,7 @@
 pub mod duration;
 pub mod flow;
 pub mod model;
+pub mod realtime;
 pub mod registry;
 pub mod template;
 pub mod validate;

@@ -109,6 +109,8 @@ pub struct TaskFactory {
 pub struct TriggerFactory {
     pub type_names: &'static [&'static str],
     pub properties: &'static [PropSpec],
+    /// A realtime trigger also accepts [`crate::realtime::REALTIME_PROPERTIES`].
+    pub realtime: bool,
     pub build: TriggerBuildFn,
 }
 

@@ -715,7 +715,10 @@ impl Validator<'_> {
             }
         };
         let type_name = type_node.and_then(Node::as_str).unwrap_or_default();
-        let specs = combine(TRIGGER_COMMON_PROPERTIES, factory.properties);
+        let mut specs = combine(TRIGGER_COMMON_PROPERTIES, factory.properties);
+        if factory.realtime {
+            specs.extend_from_slice(crate::realtime::REALTIME_PROPERTIES);
+        }
         let owner = Owner {
             prefix: prefix.clone(),
             path: String::new(),

@@ -54,6 +54,20 @@ pub struct NewExecution {
     /// returns the first execution.
     pub dedup: Option<DedupKey>,
     pub parent_execution_id: Option<String>,
+    /// Create the execution FAILED with this error, without running it (an event that could
+    /// not be decoded: its raw payload is in the trigger variables).
+    pub failed: Option<String>,
+}
+
+/// Something kept alive while an execution runs, dropped when it ends (a realtime trigger's
+/// in-flight slot).
+pub type Hold = Box<dyn std::any::Any + Send>;
+
+/// What `submit` did.
+pub(crate) enum Submitted {
+    Created(Execution),
+    /// The dedup key was recorded before, by this execution.
+    Duplicate(String),
 }
 
 pub struct Engine {
@@ -299,6 +313,21 @@ impl Engine {
         flow: &Arc<Flow>,
         request: NewExecution,
     ) -> EngineResult<Execution> {
+        match self.submit(flow, request, &mut None).await? {
+            Submitted::Created(execution) => Ok(execution),
+            Submitted::Duplicate(id) => self.get_execution(&id).await,
+        }
+    }
+
+    /// Creates the execution durably and starts it. When it starts, it takes `hold` and drops it
+    /// when it ends; otherwise (an error, a duplicate, an execution created FAILED) `hold` is
+    /// left to the caller.
+    pub(crate) async fn submit(
+        &self,
+        flow: &Arc<Flow>,
+        request: NewExecution,
+        hold: &mut Option<Hold>,
+    ) -> EngineResult<Submitted> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -341,6 +370,10 @@ impl Engine {
         }
         execution.trigger = request.trigger;
         execution.parent_execution_id = request.parent_execution_id;
+        if let Some(error) = request.failed {
+            execution.error = Some(error);
+            execution.state.transition(State::Failed);
+        }
         match self
             .store
             .create_execution(&execution, request.dedup)
@@ -348,15 +381,19 @@ impl Engine {
         {
             Created::Created => {
                 tracing::debug!(execution = %execution.id, namespace = %flow.namespace, flow = %flow.id, "execution created");
-                self.spawn(flow.clone(), execution.clone());
-                Ok(execution)
+                if execution.state.current.is_terminal() {
+                    self.notify(&execution.id, execution.state.current);
+                } else {
+                    self.spawn(flow.clone(), execution.clone(), hold.take());
+                }
+                Ok(Submitted::Created(execution))
             }
-            Created::Duplicate { existing_id } => self.get_execution(&existing_id).await,
+            Created::Duplicate { existing_id } => Ok(Submitted::Duplicate(existing_id)),
         }
     }
 
     /// Runs `execution` (new, resumed or restarted) in a task of its own.
-    fn spawn(&self, flow: Arc<Flow>, execution: Execution) {
+    fn spawn(&self, flow: Arc<Flow>, execution: Execution, hold: Option<Hold>) {
         let live = Arc::new(LiveExecution {
             execution: Mutex::new(execution.clone()),
             cancel: self.shutdown.child_token(),
@@ -366,6 +403,7 @@ impl Engine {
         tokio::spawn(async move {
             Run::new(engine.clone(), flow, live.clone()).drive().await;
             engine.forget(&execution.id, &live);
+            drop(hold);
         });
     }
 
@@ -513,7 +551,7 @@ impl Engine {
             .save_execution(&execution, Durability::Wait)
             .await?;
         self.notify(id, State::Restarted);
-        self.spawn(flow, execution.clone());
+        self.spawn(flow, execution.clone(), None);
         Ok(execution)
     }
 
@@ -538,7 +576,7 @@ impl Engine {
                 )
                 .await
             {
-                Ok(flow) => self.spawn(flow, execution),
+                Ok(flow) => self.spawn(flow, execution, None),
                 Err(e) => {
                     tracing::error!(execution = %execution.id, error = %e, "cannot resume execution: its flow is gone");
                     execution.error = Some(format!("cannot resume: {e}"));
@@ -559,6 +597,11 @@ impl Engine {
             .entry((flow.namespace.clone(), flow.id.clone()))
             .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
             .clone()
+    }
+
+    /// The status of every running trigger (schedules and realtime triggers).
+    pub fn trigger_statuses(&self) -> Vec<crate::TriggerStatus> {
+        self.triggers.statuses()
     }
 
     /// Number of executions running in this process.

@@ -764,6 +764,7 @@ impl Run {
                 key: run_id.to_string(),
             }),
             parent_execution_id: Some(execution_id),
+            failed: None,
         };
         let child = match self.engine.execute(request).await {
             Ok(c) => c,

@@ -12,7 +12,9 @@ mod error;
 mod executor;
 pub mod flows_dir;
 mod inputs;
+mod realtime;
 mod triggers;
 
 pub use engine::{Engine, ExecutionEvent, FlowKey, LiveExecution, NewExecution};
 pub use error::{EngineError, EngineResult};
+pub use realtime::{TriggerState, TriggerStatus};

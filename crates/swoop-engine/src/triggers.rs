@@ -16,48 +16,104 @@ use swoop_core::Flow;
 use swoop_core::flow::{ScheduleTrigger, TriggerDef, TriggerKind};
 use swoop_core::model::ExecutionTrigger;
 use swoop_store::DedupKey;
-use tokio::task::AbortHandle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, FlowKey, NewExecution};
+use crate::realtime::{self, SharedStatus, TriggerStatus};
+
+/// One running trigger task.
+struct RunningTrigger {
+    stop: CancellationToken,
+    status: SharedStatus,
+    /// A realtime trigger's in-flight slots (for the status's in-flight count).
+    slots: Option<Arc<Semaphore>>,
+}
 
 #[derive(Default)]
 pub struct TriggerSupervisor {
-    running: Mutex<HashMap<FlowKey, Vec<AbortHandle>>>,
+    running: Mutex<HashMap<FlowKey, Vec<RunningTrigger>>>,
 }
 
 impl TriggerSupervisor {
     /// Stops the flow's trigger tasks and starts those of its new revision.
     pub fn restart_flow(&self, engine: &Arc<Engine>, flow: &Arc<Flow>) {
         let key = (flow.namespace.clone(), flow.id.clone());
-        let mut handles = Vec::new();
+        let mut started = Vec::new();
         if !flow.disabled {
             for trigger in flow.triggers.iter().filter(|t| !t.disabled) {
-                if let TriggerKind::Schedule(schedule) = &trigger.kind {
-                    let task = tokio::spawn(run_schedule(
-                        engine.clone(),
-                        flow.clone(),
-                        trigger_ref(trigger),
-                        schedule.clone(),
-                    ));
-                    handles.push(task.abort_handle());
+                let stop = engine.shutdown.child_token();
+                match &trigger.kind {
+                    TriggerKind::Schedule(schedule) => {
+                        let status = realtime::new_status(flow, &trigger.id, &trigger.type_name, 0);
+                        realtime::set_running(&status);
+                        tokio::spawn(run_schedule(
+                            engine.clone(),
+                            flow.clone(),
+                            trigger_ref(trigger),
+                            schedule.clone(),
+                            stop.clone(),
+                        ));
+                        started.push(RunningTrigger { stop, status, slots: None });
+                    }
+                    TriggerKind::Realtime(rt) => {
+                        let status = realtime::new_status(
+                            flow,
+                            &trigger.id,
+                            &trigger.type_name,
+                            rt.settings.max_in_flight,
+                        );
+                        let slots = Arc::new(Semaphore::new(rt.settings.max_in_flight));
+                        tokio::spawn(realtime::run(
+                            engine.clone(),
+                            flow.clone(),
+                            trigger.id.clone(),
+                            trigger.type_name.clone(),
+                            rt.clone(),
+                            status.clone(),
+                            slots.clone(),
+                            stop.clone(),
+                        ));
+                        started.push(RunningTrigger { stop, status, slots: Some(slots) });
+                    }
+                    TriggerKind::Webhook(_) => {}
                 }
             }
         }
-        if let Some(old) = self.running.lock().insert(key, handles) {
-            old.iter().for_each(AbortHandle::abort);
+        if let Some(old) = self.running.lock().insert(key, started) {
+            old.iter().for_each(|t| t.stop.cancel());
         }
     }
 
     pub fn stop_flow(&self, key: &FlowKey) {
         if let Some(old) = self.running.lock().remove(key) {
-            old.iter().for_each(AbortHandle::abort);
+            old.iter().for_each(|t| t.stop.cancel());
         }
     }
 
     pub fn stop_all(&self) {
-        for (_, handles) in self.running.lock().drain() {
-            handles.iter().for_each(AbortHandle::abort);
+        for (_, triggers) in self.running.lock().drain() {
+            triggers.iter().for_each(|t| t.stop.cancel());
         }
+    }
+
+    /// The status of every running trigger, by namespace, flow and trigger id.
+    pub fn statuses(&self) -> Vec<TriggerStatus> {
+        let running = self.running.lock();
+        let mut out: Vec<TriggerStatus> = running
+            .values()
+            .flatten()
+            .map(|t| {
+                if let Some(slots) = &t.slots {
+                    realtime::refresh_in_flight(&t.status, slots.available_permits());
+                }
+                t.status.lock().clone()
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.namespace, &a.flow_id, &a.trigger_id).cmp(&(&b.namespace, &b.flow_id, &b.trigger_id))
+        });
+        out
     }
 }
 
@@ -93,6 +149,7 @@ async fn run_schedule(
     flow: Arc<Flow>,
     trigger: TriggerRef,
     schedule: ScheduleTrigger,
+    stop: CancellationToken,
 ) {
     let (cron, tz) = match parse_schedule(&schedule) {
         Ok(p) => p,
@@ -116,7 +173,7 @@ async fn run_schedule(
             .unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = engine.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
         let date = next.with_timezone(&Utc);
         let following = cron

@@ -53,6 +53,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
             axum::routing::delete(executions::kill),
         )
         .route("/api/v1/logs/{execution_id}", get(executions::logs))
+        .route("/api/v1/triggers/search", get(triggers_search))
         .with_state(state)
 }
 
@@ -63,6 +64,32 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         "runningExecutions": state.engine.running_count(),
     }))
     .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerSearch {
+    namespace: Option<String>,
+    flow_id: Option<String>,
+}
+
+/// Every running trigger with its status: `{"results": [...], "total": N}`.
+async fn triggers_search(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<TriggerSearch>,
+) -> Json<serde_json::Value> {
+    let results: Vec<_> = state
+        .engine
+        .trigger_statuses()
+        .into_iter()
+        .filter(|t| {
+            q.namespace.as_deref().is_none_or(|ns| {
+                t.namespace == ns || t.namespace.starts_with(&format!("{ns}."))
+            })
+        })
+        .filter(|t| q.flow_id.as_deref().is_none_or(|f| t.flow_id == f))
+        .collect();
+    Json(json!({"total": results.len(), "results": results}))
 }
 
 /// An error as the API answers it.

@@ -105,7 +105,10 @@ pub trait RealtimeConnection: Send {
 pub trait RealtimeSource: Send + Sync {
     /// Connects. `consumer_name` identifies this trigger (namespace/flow/trigger) for sources
     /// that need a stable client name.
-    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn RealtimeConnection>, SourceError>;
+    async fn connect(
+        &self,
+        consumer_name: &str,
+    ) -> Result<Box<dyn RealtimeConnection>, SourceError>;
 }
 
 /// What the runtime does with ordering.
@@ -146,7 +149,11 @@ impl RealtimeSettings {
                 "NONE" => Ordering::None,
                 "KEY" => Ordering::Key,
                 "PARTITION" => Ordering::Partition,
-                other => return Err(format!("`ordering` must be NONE, KEY or PARTITION, got `{other}`")),
+                other => {
+                    return Err(format!(
+                        "`ordering` must be NONE, KEY or PARTITION, got `{other}`"
+                    ));
+                }
             },
         };
         Ok(RealtimeSettings {

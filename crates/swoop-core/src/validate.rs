@@ -127,6 +127,15 @@ impl Owner {
     }
 }
 
+/// A task's or trigger's map, once its `type` is known.
+struct PluginHead<'n> {
+    entries: &'n [(Node, Node)],
+    /// `task `x`: ` — what its messages start with.
+    prefix: String,
+    type_name: String,
+    owner: Owner,
+}
+
 struct Validator<'r> {
     registry: &'r Registry,
     diagnostics: Vec<Diagnostic>,
@@ -543,17 +552,25 @@ impl Validator<'_> {
         }
     }
 
-    fn task(&mut self, node: &Node) {
-        let before = self.diagnostics.len();
+    /// What tasks and triggers share: a map with an `id` and a `type` naming a registered
+    /// factory. Reports what is wrong; `None` when the rest cannot be checked.
+    fn plugin_head<'n>(
+        &mut self,
+        node: &'n Node,
+        kind: &str,
+        example: &str,
+        is_known: impl Fn(&str) -> bool,
+        known_names: impl Fn() -> Vec<&'static str>,
+    ) -> Option<PluginHead<'n>> {
         let Some(entries) = node.as_map() else {
             self.report(
                 node,
                 format!(
-                    "a task must be a map with `id` and `type`, got {}",
+                    "a {kind} must be a map with `id` and `type`, got {}",
                     describe(node)
                 ),
             );
-            return;
+            return None;
         };
         let id = node.get("id");
         let id_text = id
@@ -561,70 +578,86 @@ impl Validator<'_> {
             .map(Node::key_text)
             .unwrap_or_else(|| "?".into());
         if let Some(id) = id {
-            self.unique_id(id, "task");
+            self.unique_id(id, kind);
         }
-        let prefix = format!("task `{id_text}`: ");
+        let prefix = format!("{kind} `{id_text}`: ");
         let type_node = node
             .get("type")
             .filter(|t| !matches!(t.value, NodeValue::Null));
-        let factory = match type_node.map(|t| (t, &t.value)) {
-            None => {
+        let problem = match type_node.map(|t| (t, &t.value)) {
+            None if id.is_none() => Some((node, format!("a {kind} needs an `id` and a `type`"))),
+            None => Some((
+                node,
+                format!("{prefix}missing the required property `type` (such as `type: {example}`)"),
+            )),
+            Some((_, NodeValue::String(type_name))) if is_known(type_name) => None,
+            Some((t, NodeValue::String(type_name))) => {
+                let names = known_names();
+                let best = closest_names(type_name, names.into_iter());
                 if id.is_none() {
-                    self.report(node, "a task needs an `id` and a `type`");
-                } else {
-                    self.report(
-                        node,
-                        format!("{prefix}missing the required property `type` (such as `type: io.kestra.plugin.core.log.Log`)"),
-                    );
+                    self.report(node, format!("{prefix}missing the required property `id`"));
                 }
-                self.templates_in(node, true);
-                return;
-            }
-            Some((t, NodeValue::String(type_name))) => match self.registry.task(type_name) {
-                Some(factory) => factory,
-                None => {
-                    let best = closest_names(type_name, self.registry.task_type_names());
-                    self.report(
-                        t,
-                        format!(
-                            "{prefix}unknown task type `{type_name}`{}",
-                            did_you_mean(&best)
-                        ),
-                    );
-                    if id.is_none() {
-                        self.report(node, format!("{prefix}missing the required property `id`"));
-                    }
-                    self.templates_in(node, true);
-                    return;
-                }
-            },
-            Some((t, _)) => {
-                self.report(
+                Some((
                     t,
                     format!(
-                        "{prefix}`type` must be a task type name, got {}",
-                        describe(t)
+                        "{prefix}unknown {kind} type `{type_name}`{}",
+                        did_you_mean(&best)
                     ),
-                );
-                self.templates_in(node, true);
-                return;
+                ))
             }
+            Some((t, _)) => Some((
+                t,
+                format!(
+                    "{prefix}`type` must be a {kind} type name, got {}",
+                    describe(t)
+                ),
+            )),
         };
-        let type_name = type_node.and_then(Node::as_str).unwrap_or_default();
+        if let Some((at, message)) = problem {
+            self.report(at, message);
+            self.templates_in(node, true);
+            return None;
+        }
+        let type_name = type_node
+            .and_then(Node::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Some(PluginHead {
+            entries,
+            owner: Owner {
+                prefix: prefix.clone(),
+                path: String::new(),
+                unknown: format!("for {kind} type `{type_name}`"),
+                templates: true,
+            },
+            prefix,
+            type_name,
+        })
+    }
+
+    fn task(&mut self, node: &Node) {
+        let before = self.diagnostics.len();
+        let registry = self.registry;
+        let Some(head) = self.plugin_head(
+            node,
+            "task",
+            "io.kestra.plugin.core.log.Log",
+            |t| registry.task(t).is_some(),
+            || registry.task_type_names().collect(),
+        ) else {
+            return;
+        };
+        let Some(factory) = registry.task(&head.type_name) else {
+            return;
+        };
         let specs = combine(TASK_COMMON_PROPERTIES, factory.properties);
-        let owner = Owner {
-            prefix: prefix.clone(),
-            path: String::new(),
-            unknown: format!("for task type `{type_name}`"),
-            templates: true,
-        };
-        self.properties(node, entries, &specs, &owner);
+        self.properties(node, head.entries, &specs, &head.owner);
         if self.diagnostics.len() != before {
             return;
         }
         // Nothing wrong so far (children included): let the factory have its say.
-        let json = node.to_json();
-        if let Err(e) = (factory.build)(self.registry, &json) {
+        let prefix = head.prefix;
+        if let Err(e) = (factory.build)(registry, &node.to_json()) {
             self.report(node, format!("{prefix}{e}"));
         }
         if let Some(retry) = node
@@ -656,80 +689,28 @@ impl Validator<'_> {
 
     fn trigger(&mut self, node: &Node) {
         let before = self.diagnostics.len();
-        let Some(entries) = node.as_map() else {
-            self.report(
-                node,
-                format!(
-                    "a trigger must be a map with `id` and `type`, got {}",
-                    describe(node)
-                ),
-            );
+        let registry = self.registry;
+        let Some(head) = self.plugin_head(
+            node,
+            "trigger",
+            "io.kestra.plugin.core.trigger.Schedule",
+            |t| registry.trigger(t).is_some(),
+            || registry.trigger_type_names().collect(),
+        ) else {
             return;
         };
-        let id = node.get("id");
-        let id_text = id
-            .filter(|i| !matches!(i.value, NodeValue::Null))
-            .map(Node::key_text)
-            .unwrap_or_else(|| "?".into());
-        if let Some(id) = id {
-            self.unique_id(id, "trigger");
-        }
-        let prefix = format!("trigger `{id_text}`: ");
-        let type_node = node
-            .get("type")
-            .filter(|t| !matches!(t.value, NodeValue::Null));
-        let factory = match type_node.map(|t| (t, &t.value)) {
-            None => {
-                self.report(
-                    node,
-                    format!("{prefix}missing the required property `type` (such as `type: io.kestra.plugin.core.trigger.Schedule`)"),
-                );
-                self.templates_in(node, true);
-                return;
-            }
-            Some((t, NodeValue::String(type_name))) => match self.registry.trigger(type_name) {
-                Some(factory) => factory,
-                None => {
-                    let best = closest_names(type_name, self.registry.trigger_type_names());
-                    self.report(
-                        t,
-                        format!(
-                            "{prefix}unknown trigger type `{type_name}`{}",
-                            did_you_mean(&best)
-                        ),
-                    );
-                    self.templates_in(node, true);
-                    return;
-                }
-            },
-            Some((t, _)) => {
-                self.report(
-                    t,
-                    format!(
-                        "{prefix}`type` must be a trigger type name, got {}",
-                        describe(t)
-                    ),
-                );
-                self.templates_in(node, true);
-                return;
-            }
+        let Some(factory) = registry.trigger(&head.type_name) else {
+            return;
         };
-        let type_name = type_node.and_then(Node::as_str).unwrap_or_default();
         let mut specs = combine(TRIGGER_COMMON_PROPERTIES, factory.properties);
         if factory.realtime {
             specs.extend_from_slice(crate::realtime::REALTIME_PROPERTIES);
         }
-        let owner = Owner {
-            prefix: prefix.clone(),
-            path: String::new(),
-            unknown: format!("for trigger type `{type_name}`"),
-            templates: true,
-        };
-        self.properties(node, entries, &specs, &owner);
+        self.properties(node, head.entries, &specs, &head.owner);
         if self.diagnostics.len() == before
             && let Err(e) = (factory.build)(&node.to_json())
         {
-            self.report(node, format!("{prefix}{e}"));
+            self.report(node, format!("{}{e}", head.prefix));
         }
     }
 

@@ -65,7 +65,7 @@ pub type Hold = Box<dyn std::any::Any + Send>;
 
 /// What `submit` did.
 pub(crate) enum Submitted {
-    Created(Execution),
+    Created(Box<Execution>),
     /// The dedup key was recorded before, by this execution.
     Duplicate(String),
 }
@@ -314,7 +314,7 @@ impl Engine {
         request: NewExecution,
     ) -> EngineResult<Execution> {
         match self.submit(flow, request, &mut None).await? {
-            Submitted::Created(execution) => Ok(execution),
+            Submitted::Created(execution) => Ok(*execution),
             Submitted::Duplicate(id) => self.get_execution(&id).await,
         }
     }
@@ -386,7 +386,7 @@ impl Engine {
                 } else {
                     self.spawn(flow.clone(), execution.clone(), hold.take());
                 }
-                Ok(Submitted::Created(execution))
+                Ok(Submitted::Created(Box::new(execution)))
             }
             Created::Duplicate { existing_id } => Ok(Submitted::Duplicate(existing_id)),
         }

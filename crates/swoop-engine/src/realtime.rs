@@ -94,7 +94,12 @@ fn set_state(status: &SharedStatus, state: TriggerState, error: Option<String>, 
     s.attempt = attempt;
 }
 
-pub(crate) fn new_status(flow: &Flow, trigger_id: &str, type_name: &str, max_in_flight: usize) -> SharedStatus {
+pub(crate) fn new_status(
+    flow: &Flow,
+    trigger_id: &str,
+    type_name: &str,
+    max_in_flight: usize,
+) -> SharedStatus {
     Arc::new(Mutex::new(TriggerStatus {
         namespace: flow.namespace.clone(),
         flow_id: flow.id.clone(),
@@ -129,7 +134,21 @@ struct Runtime {
 /// One pulled event and the in-flight slot it holds.
 struct Job {
     event: Event,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// An in-flight slot taken by a pulled event, counted in the status until it is freed (the
+/// permit the pump holds while it waits for an event is not in flight).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    status: SharedStatus,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.status.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
 }
 
 /// Runs one realtime trigger until `stop` is cancelled.
@@ -140,9 +159,9 @@ pub(crate) async fn run(
     type_name: String,
     trigger: RealtimeTrigger,
     status: SharedStatus,
-    slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(trigger.settings.max_in_flight));
     let runtime = Arc::new(Runtime {
         uid: format!("{}/{}/{}", flow.namespace, flow.id, trigger_id),
         engine,
@@ -167,7 +186,14 @@ pub(crate) async fn run(
             Ok(mut connection) => {
                 tracing::info!(trigger = %runtime.uid, attempt, "realtime trigger connected");
                 set_state(&runtime.status, TriggerState::Running, None, attempt);
-                let result = pump(&runtime, connection.as_mut(), trigger.settings.ordering, &keyed, &mut attempt).await;
+                let result = pump(
+                    &runtime,
+                    connection.as_mut(),
+                    trigger.settings.ordering,
+                    &keyed,
+                    &mut attempt,
+                )
+                .await;
                 connection.close().await;
                 match result {
                     Ok(()) => break,
@@ -179,14 +205,24 @@ pub(crate) async fn run(
         match error {
             SourceError::Fatal(message) => {
                 tracing::error!(trigger = %runtime.uid, error = %message, "realtime trigger failed; fix the flow to restart it");
-                set_state(&runtime.status, TriggerState::Failed, Some(message), attempt);
+                set_state(
+                    &runtime.status,
+                    TriggerState::Failed,
+                    Some(message),
+                    attempt,
+                );
                 return;
             }
             SourceError::Transient(message) => {
                 attempt += 1;
                 let wait = backoff(attempt);
                 tracing::warn!(trigger = %runtime.uid, attempt, error = %message, retry_in_ms = wait.as_millis() as u64, "realtime trigger reconnecting");
-                set_state(&runtime.status, TriggerState::Reconnecting, Some(message), attempt);
+                set_state(
+                    &runtime.status,
+                    TriggerState::Reconnecting,
+                    Some(message),
+                    attempt,
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = runtime.stop.cancelled() => break,
@@ -236,8 +272,13 @@ async fn pump(
         {
             let mut s = runtime.status.lock();
             s.events += 1;
+            s.in_flight += 1;
             s.last_event = Some(Utc::now());
         }
+        let slot = Slot {
+            _permit: slot,
+            status: runtime.status.clone(),
+        };
         let job = Job { event, slot };
         let key = match ordering {
             Ordering::None => None,
@@ -276,12 +317,18 @@ impl Runtime {
                 trigger: self.uid.clone(),
                 key,
             }),
-            failed: event.decode_error.map(|e| format!("the event could not be decoded: {e}")),
+            failed: event
+                .decode_error
+                .map(|e| format!("the event could not be decoded: {e}")),
             ..Default::default()
         };
         let mut attempt = 0;
         loop {
-            match self.engine.submit(&self.flow, request.clone(), &mut hold).await {
+            match self
+                .engine
+                .submit(&self.flow, request.clone(), &mut hold)
+                .await
+            {
                 Ok(submitted) => {
                     // Not running (a duplicate, or created FAILED): it has ended already.
                     drop(hold);
@@ -362,12 +409,6 @@ impl KeyedQueues {
 /// Marks a trigger that needs no connection (a schedule) running.
 pub(crate) fn set_running(status: &SharedStatus) {
     set_state(status, TriggerState::Running, None, 0);
-}
-
-/// In-flight count for the status, from the free slots.
-pub(crate) fn refresh_in_flight(status: &SharedStatus, slots_available: usize) {
-    let mut s = status.lock();
-    s.in_flight = s.max_in_flight.saturating_sub(slots_available);
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use swoop_core::Flow;
 use swoop_core::flow::{ScheduleTrigger, TriggerDef, TriggerKind};
 use swoop_core::model::ExecutionTrigger;
 use swoop_store::DedupKey;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, FlowKey, NewExecution};
@@ -26,8 +25,6 @@ use crate::realtime::{self, SharedStatus, TriggerStatus};
 struct RunningTrigger {
     stop: CancellationToken,
     status: SharedStatus,
-    /// A realtime trigger's in-flight slots (for the status's in-flight count).
-    slots: Option<Arc<Semaphore>>,
 }
 
 #[derive(Default)]
@@ -54,7 +51,7 @@ impl TriggerSupervisor {
                             schedule.clone(),
                             stop.clone(),
                         ));
-                        started.push(RunningTrigger { stop, status, slots: None });
+                        started.push(RunningTrigger { stop, status });
                     }
                     TriggerKind::Realtime(rt) => {
                         let status = realtime::new_status(
@@ -63,7 +60,6 @@ impl TriggerSupervisor {
                             &trigger.type_name,
                             rt.settings.max_in_flight,
                         );
-                        let slots = Arc::new(Semaphore::new(rt.settings.max_in_flight));
                         tokio::spawn(realtime::run(
                             engine.clone(),
                             flow.clone(),
@@ -71,10 +67,9 @@ impl TriggerSupervisor {
                             trigger.type_name.clone(),
                             rt.clone(),
                             status.clone(),
-                            slots.clone(),
                             stop.clone(),
                         ));
-                        started.push(RunningTrigger { stop, status, slots: Some(slots) });
+                        started.push(RunningTrigger { stop, status });
                     }
                     TriggerKind::Webhook(_) => {}
                 }
@@ -103,15 +98,14 @@ impl TriggerSupervisor {
         let mut out: Vec<TriggerStatus> = running
             .values()
             .flatten()
-            .map(|t| {
-                if let Some(slots) = &t.slots {
-                    realtime::refresh_in_flight(&t.status, slots.available_permits());
-                }
-                t.status.lock().clone()
-            })
+            .map(|t| t.status.lock().clone())
             .collect();
         out.sort_by(|a, b| {
-            (&a.namespace, &a.flow_id, &a.trigger_id).cmp(&(&b.namespace, &b.flow_id, &b.trigger_id))
+            (&a.namespace, &a.flow_id, &a.trigger_id).cmp(&(
+                &b.namespace,
+                &b.flow_id,
+                &b.trigger_id,
+            ))
         });
         out
     }

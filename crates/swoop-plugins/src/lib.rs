@@ -4,6 +4,8 @@
 
 #[cfg(feature = "core")]
 pub mod core;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 use swoop_core::Registry;
 
@@ -18,5 +20,7 @@ pub fn registry() -> Registry {
     }
     #[cfg(feature = "core")]
     core::register(&mut registry);
+    #[cfg(feature = "kafka")]
+    kafka::register(&mut registry);
     registry
 }

@@ -83,9 +83,9 @@ async fn triggers_search(
         .trigger_statuses()
         .into_iter()
         .filter(|t| {
-            q.namespace.as_deref().is_none_or(|ns| {
-                t.namespace == ns || t.namespace.starts_with(&format!("{ns}."))
-            })
+            q.namespace
+                .as_deref()
+                .is_none_or(|ns| t.namespace == ns || t.namespace.starts_with(&format!("{ns}.")))
         })
         .filter(|t| q.flow_id.as_deref().is_none_or(|f| t.flow_id == f))
         .collect();

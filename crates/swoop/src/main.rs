@@ -1,6 +1,8 @@
 //! The `swoop` binary: `server local`, `flow validate`, `flow run`, `bench`.
 
 mod bench;
+#[cfg(feature = "kafka")]
+mod bench_kafka;
 mod flow_cmd;
 
 use std::net::SocketAddr;
@@ -38,8 +40,27 @@ enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
-    /// Measure the engine: executions/s, latency percentiles, peak memory.
-    Bench(bench::BenchArgs),
+    /// Measure: executions/s, latency percentiles, peak memory.
+    Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCommand {
+    #[command(subcommand)]
+    kind: Option<BenchKind>,
+    /// (without a subcommand: the engine bench)
+    #[command(flatten)]
+    engine: bench::BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// One-Log-task executions through the engine on the SQLite store (the default).
+    Engine(bench::BenchArgs),
+    /// Kafka records → executions against a running broker, next to a bare consumer.
+    #[cfg(feature = "kafka")]
+    Kafka(bench_kafka::KafkaBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,9 +143,15 @@ fn main() -> ExitCode {
                 init_tracing("warn");
                 flow_cmd::run(args).await
             }
-            Command::Bench(args) => {
+            Command::Bench(cmd) => {
                 init_tracing("warn");
-                bench::run(args).await.map(|()| ExitCode::SUCCESS)
+                let done = match cmd.kind {
+                    None => bench::run(cmd.engine).await,
+                    Some(BenchKind::Engine(args)) => bench::run(args).await,
+                    #[cfg(feature = "kafka")]
+                    Some(BenchKind::Kafka(args)) => bench_kafka::run(args).await,
+                };
+                done.map(|()| ExitCode::SUCCESS)
             }
         }
     });

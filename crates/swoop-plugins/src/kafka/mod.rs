@@ -1,0 +1,194 @@
+//! Kafka: `io.kestra.plugin.kafka.RealtimeTrigger`, one execution per record.
+//!
+//! - [`config`]: the trigger's properties (Kestra's), checked when the flow is built, and the
+//!   librdkafka client configurations made from them.
+//! - [`serde`]: key/value deserializers (Kestra's `SerdeType`s) and header filters.
+//! - [`offsets`]: which offsets may be committed — never one whose record's execution is not
+//!   durable yet.
+//! - [`source`]: the consumer, as a [`swoop_core::realtime::RealtimeSource`].
+
+pub mod config;
+pub mod offsets;
+pub mod serde;
+pub mod source;
+
+use std::sync::Arc;
+
+use swoop_core::Registry;
+use swoop_core::flow::TriggerKind;
+use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
+use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+pub use config::{KafkaTriggerConfig, OnSerdeError, Subscription};
+pub use offsets::OffsetTracker;
+pub use serde::Deserializer;
+pub use source::{KafkaConnection, KafkaSource};
+
+/// The trigger's type name.
+pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.kafka.RealtimeTrigger";
+
+/// The trigger's own properties (the realtime ones, `maxInFlight` and `ordering`, are added
+/// by the registry). `partitions`, `since` and `groupType: SHARE` are Kestra's and refused
+/// with an explanation when the flow is built.
+pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
+    PropSpec::optional("topic", PropType::StringOrList),
+    PropSpec::optional("topicPattern", PropType::String),
+    PropSpec::required("groupId", PropType::String),
+    PropSpec::required("properties", PropType::Map),
+    PropSpec::optional("serdeProperties", PropType::Map),
+    PropSpec::optional("keyDeserializer", PropType::Enum(serde::DESERIALIZER_NAMES)),
+    PropSpec::optional(
+        "valueDeserializer",
+        PropType::Enum(serde::DESERIALIZER_NAMES),
+    ),
+    PropSpec::optional("headerFilters", PropType::Map),
+    PropSpec::optional("onSerdeError", PropType::Any),
+    PropSpec::optional("partitions", PropType::List),
+    PropSpec::optional("since", PropType::String),
+    PropSpec::optional("groupType", PropType::Enum(&["CONSUMER", "SHARE"])),
+];
+
+pub fn realtime_trigger_factory() -> TriggerFactory {
+    TriggerFactory {
+        type_names: &[REALTIME_TRIGGER],
+        properties: REALTIME_TRIGGER_PROPERTIES,
+        realtime: true,
+        build: |v| {
+            let config = KafkaTriggerConfig::from_json(v)?;
+            let settings = RealtimeSettings::from_json(v)?;
+            Ok(TriggerKind::Realtime(RealtimeTrigger {
+                source: Arc::new(KafkaSource::new(config)),
+                settings,
+            }))
+        },
+    }
+}
+
+pub fn register(registry: &mut Registry) {
+    registry.register_trigger(realtime_trigger_factory());
+}
+
+#[cfg(test)]
+mod mock_tests;
+
+#[cfg(all(test, feature = "core"))]
+mod tests {
+    use swoop_core::Flow;
+    use swoop_core::flow::TriggerKind;
+    use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering};
+
+    fn flow(trigger: &str) -> String {
+        format!(
+            "id: get_detailed_order
+namespace: dev
+
+tasks:
+  - id: log
+    type: io.kestra.plugin.core.log.Log
+    message: \"{{{{ trigger.value }}}}\"
+
+triggers:
+  - id: daily
+    type: io.kestra.plugin.kafka.RealtimeTrigger
+{trigger}"
+        )
+    }
+
+    fn errors(trigger: &str) -> Vec<String> {
+        match Flow::parse(&flow(trigger), &crate::registry()) {
+            Ok(_) => panic!("expected the flow to be rejected"),
+            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
+        }
+    }
+
+    #[test]
+    fn kestras_tutorial_trigger_parses() {
+        let source = flow(
+            "    topic: orders
+    properties:
+      bootstrap.servers: localhost:9092
+    serdeProperties:
+      valueDeserializer: JSON
+    groupId: kestraConsumer
+",
+        );
+        let flow = Flow::parse(&source, &crate::registry()).expect("the flow parses");
+        assert_eq!(flow.triggers.len(), 1);
+        assert_eq!(flow.triggers[0].type_name, super::REALTIME_TRIGGER);
+        let TriggerKind::Realtime(trigger) = &flow.triggers[0].kind else {
+            panic!("a realtime trigger");
+        };
+        assert_eq!(trigger.settings.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(trigger.settings.ordering, Ordering::None);
+    }
+
+    #[test]
+    fn realtime_settings_and_kestra_options_parse() {
+        let source = flow(
+            "    topic: [orders, refunds]
+    groupId: g
+    properties:
+      bootstrap.servers: localhost:9092
+      session.timeout.ms: 10000
+      enable.auto.commit: false
+    keyDeserializer: STRING
+    valueDeserializer: JSON
+    headerFilters:
+      type: order
+    onSerdeError:
+      type: DLQ
+      topic: orders-dlq
+    maxInFlight: 10
+    ordering: KEY
+",
+        );
+        let flow = Flow::parse(&source, &crate::registry()).expect("the flow parses");
+        let TriggerKind::Realtime(trigger) = &flow.triggers[0].kind else {
+            panic!("a realtime trigger");
+        };
+        assert_eq!(trigger.settings.max_in_flight, 10);
+        assert_eq!(trigger.settings.ordering, Ordering::Key);
+    }
+
+    #[test]
+    fn problems_are_reported_on_the_trigger() {
+        let e = errors("    groupId: g\n    properties:\n      bootstrap.servers: x:1\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("trigger `daily`: set one of `topic`"),
+            "{e:?}"
+        );
+
+        let e = errors("    topic: orders\n    properties:\n      bootstrap.servers: x:1\n");
+        assert!(
+            e[0].contains("missing the required property `groupId`"),
+            "{e:?}"
+        );
+
+        let e = errors("    topic: orders\n    groupId: g\n    properties:\n      acks: all\n");
+        assert!(e[0].contains("needs `bootstrap.servers`"), "{e:?}");
+
+        let e = errors(
+            "    topic: orders\n    groupId: g\n    properties:\n      bootstrap.servers: x:1\n    valueDeserializer: AVRO\n",
+        );
+        assert!(
+            e[0].contains("AVRO is not supported yet (use BYTES or STRING and decode in a task)"),
+            "{e:?}"
+        );
+
+        let e = errors(
+            "    topic: orders\n    groupId: g\n    properties:\n      bootstrap.servers: x:1\n    onSerdeError: RETRY\n",
+        );
+        assert!(e[0].contains("`onSerdeError` must be SKIPPED"), "{e:?}");
+
+        let e = errors(
+            "    topic: orders\n    groupId: g\n    properties:\n      bootstrap.servers: x:1\n    pollDuration: PT1S\n",
+        );
+        assert!(e[0].contains("unknown property `pollDuration`"), "{e:?}");
+
+        let e = errors(
+            "    topic: orders\n    groupId: g\n    properties:\n      bootstrap.servers: x:1\n    maxInFlight: 0\n",
+        );
+        assert!(e[0].contains("maxInFlight"), "{e:?}");
+    }
+}

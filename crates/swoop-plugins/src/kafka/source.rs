@@ -1,0 +1,1271 @@
+//! The Kafka consumer behind the realtime trigger.
+//!
+//! One background task (the pump) owns the polling of librdkafka's `StreamConsumer`: it
+//! decodes each record into an [`Event`] and hands it to the connection through a small
+//! bounded channel ([`CHANNEL_CAPACITY`]); `next()` only receives from that channel, so it is
+//! cancel-safe. When the channel is full (the runtime has no free slot) the pump stops taking
+//! records, which wait in librdkafka's bounded prefetch queue; if that lasts [`PAUSE_AFTER`],
+//! it pauses every assigned partition (librdkafka drops what it prefetched and resumes from
+//! the first record not handed out) and polls again, to serve rebalances and errors and stay
+//! in the group, until half the channel is free. Memory stays bounded: the channel, plus
+//! librdkafka's prefetch queue (`queued.max.messages.kbytes`).
+//!
+//! Offsets: every record read is recorded in the [`OffsetTracker`] before it is handed out,
+//! and acknowledged by the event's [`Ack`] once its execution is durable (or at once, for a
+//! record filtered out or skipped). Every [`COMMIT_INTERVAL`] the pump commits, per partition,
+//! the committable offset when it moved (asynchronously); a revoked partition is committed
+//! synchronously in the rebalance callback (which runs inside the pump's poll) and forgotten;
+//! `close()` commits synchronously. While the brokers are unreachable nothing is committed (a
+//! commit would only wait, and hold up closing the consumer): those records are read again,
+//! and their dedup keys prevent duplicate executions. librdkafka never commits by itself.
+//!
+//! Health: client errors (brokers down, refused connections) that last [`TROUBLE_GRACE`]
+//! with no record in between are confirmed with a metadata request; if it fails too, `next()`
+//! returns [`SourceError::Transient`] and the runtime reconnects with backoff. A fatal
+//! librdkafka error, or a configuration it rejects, is [`SourceError::Fatal`].
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Map, Value};
+use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::config::{KafkaTriggerConfig, OnSerdeError, Subscription, config_error};
+use super::offsets::{OffsetTracker, TopicPartition};
+use super::serde::{Deserializer, base64, headers_json, headers_match, text_or_base64};
+
+/// How often acknowledged offsets are committed (at most).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// Events decoded ahead of the runtime.
+pub const CHANNEL_CAPACITY: usize = 32;
+/// While the channel stays full this long, the pump pauses the assigned partitions and goes
+/// back to polling, to serve rebalances and stay in the group (librdkafka resumes a paused
+/// partition only at its broker thread's next wake-up, up to a second later: pausing is for
+/// long stalls only).
+pub const PAUSE_AFTER: Duration = Duration::from_secs(5);
+/// Paused partitions resume once this many channel slots are free.
+const RESUME_AT: usize = CHANNEL_CAPACITY / 2;
+/// How long client errors (brokers down, connections failing) may last before `next()`
+/// reports the source as unavailable — after a metadata request confirms it.
+pub const TROUBLE_GRACE: Duration = Duration::from_secs(5);
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the pump waits for its own shutdown when the connection closes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The dead-letter producer's delivery timeout, unless `message.timeout.ms` is set: bounded
+/// well below `max.poll.interval.ms`, since the pump waits for each delivery.
+const DLQ_MESSAGE_TIMEOUT_MS: &str = "30000";
+
+/// A configured Kafka realtime trigger; each [`RealtimeSource::connect`] makes a consumer.
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    config: Arc<KafkaTriggerConfig>,
+    pause_after: Duration,
+}
+
+impl KafkaSource {
+    pub fn new(config: KafkaTriggerConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            pause_after: PAUSE_AFTER,
+        }
+    }
+
+    /// How long the channel may stay full before the partitions are paused (for tests).
+    #[doc(hidden)]
+    pub fn with_pause_after(mut self, pause_after: Duration) -> Self {
+        self.pause_after = pause_after;
+        self
+    }
+
+    pub fn config(&self) -> &KafkaTriggerConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl RealtimeSource for KafkaSource {
+    async fn connect(
+        &self,
+        consumer_name: &str,
+    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+        let config = self.config.clone();
+        for warning in &config.warnings {
+            tracing::warn!(consumer = consumer_name, group_id = %config.group_id, "kafka trigger: {warning}");
+        }
+        let shared = Arc::new(Shared {
+            group_id: config.group_id.clone(),
+            consumer_name: consumer_name.to_string(),
+            tracker: Mutex::new(OffsetTracker::new()),
+            health: Mutex::new(Health::default()),
+            lags: Mutex::new(HashMap::new()),
+        });
+        let consumer: StreamConsumer<KafkaContext> = StreamConsumer::from_config_and_context(
+            &config.consumer_config(consumer_name),
+            KafkaContext {
+                shared: shared.clone(),
+            },
+        )
+        .map_err(|e| SourceError::Fatal(creation_error(&e, &config)))?;
+        let consumer = Arc::new(consumer);
+
+        let names = config.subscription.librdkafka_names();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        if let Err(e) = consumer.subscribe(&refs) {
+            let what = match &config.subscription {
+                Subscription::Pattern(p) => {
+                    format!("`topicPattern` `{p}` is not a regular expression librdkafka accepts")
+                }
+                s => format!("cannot subscribe to {}", s.describe()),
+            };
+            spawn_drop(consumer);
+            return Err(SourceError::Fatal(format!(
+                "kafka (groupId `{}`): {what}: {e}",
+                config.group_id
+            )));
+        }
+
+        let dlq = match &config.on_serde_error {
+            OnSerdeError::Dlq { topic } => {
+                let mut producer_config = config.producer_config(consumer_name);
+                if !config.properties.contains_key("message.timeout.ms") {
+                    producer_config.set("message.timeout.ms", DLQ_MESSAGE_TIMEOUT_MS);
+                }
+                let producer = FutureProducer::from_config_and_context(
+                    &producer_config,
+                    LogContext {
+                        group_id: config.group_id.clone(),
+                    },
+                )
+                .map_err(|e| {
+                    spawn_drop(consumer.clone());
+                    SourceError::Fatal(format!(
+                        "kafka (groupId `{}`): cannot create the dead-letter producer for `{topic}`: {}",
+                        config.group_id,
+                        creation_error(&e, &config)
+                    ))
+                })?;
+                Some(Dlq {
+                    producer,
+                    topic: topic.clone(),
+                })
+            }
+            _ => None,
+        };
+
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let pump = Pump {
+            consumer: Some(consumer.clone()),
+            shared: shared.clone(),
+            config: config.clone(),
+            tx,
+            ready: VecDeque::new(),
+            paused: false,
+            pause_after: self.pause_after,
+            dlq,
+        };
+        let handle = tokio::spawn(pump.run(stop_rx));
+        tracing::info!(
+            consumer = consumer_name,
+            group_id = %config.group_id,
+            bootstrap_servers = config.bootstrap_servers(),
+            subscription = %config.subscription.describe(),
+            "kafka trigger subscribed"
+        );
+        Ok(Box::new(KafkaConnection {
+            rx,
+            consumer: Some(consumer),
+            shared,
+            pump: Some(handle),
+            stop: Some(stop_tx),
+        }))
+    }
+}
+
+fn creation_error(e: &KafkaError, config: &KafkaTriggerConfig) -> String {
+    match e {
+        KafkaError::ClientConfig(..) => config_error(e),
+        other => format!(
+            "cannot create the Kafka client for groupId `{}`: {other}",
+            config.group_id
+        ),
+    }
+}
+
+/// Drops a client on a blocking thread: closing a consumer leaves its group and may wait
+/// for the brokers.
+fn spawn_drop<T: Send + 'static>(client: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || drop(client));
+        }
+        Err(_) => drop(client),
+    }
+}
+
+/// What the pump, the client callbacks and the acknowledgements share.
+struct Shared {
+    group_id: String,
+    consumer_name: String,
+    tracker: Mutex<OffsetTracker>,
+    health: Mutex<Health>,
+    /// Records waiting per assigned partition past its committed offset, from the last
+    /// statistics (when the consumer's own position is not known yet).
+    lags: Mutex<HashMap<TopicPartition, i64>>,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The offsets that moved since their last commit, as a commit request.
+    fn take_commits(&self) -> Option<TopicPartitionList> {
+        let commits = self.tracker().take_commits();
+        if commits.is_empty() {
+            return None;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(commits.len());
+        for (topic, partition, offset) in commits {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(group_id = %self.group_id, topic, partition, offset, error = %e, "kafka: cannot prepare a commit");
+                self.tracker().commit_failed(&topic, partition, offset);
+            }
+        }
+        Some(tpl)
+    }
+
+    fn commit_failed(&self, tpl: &TopicPartitionList) {
+        let mut tracker = self.tracker();
+        for e in tpl.elements() {
+            if let Offset::Offset(offset) = e.offset() {
+                tracker.commit_failed(e.topic(), e.partition(), offset);
+            }
+        }
+    }
+}
+
+/// Whether the brokers answer, from the client's error callbacks.
+#[derive(Debug, Default)]
+struct Health {
+    /// Since when client errors occur with no sign of life in between.
+    trouble_since: Option<Instant>,
+    last_error: Option<String>,
+    /// librdkafka raised a fatal error: this client cannot go on.
+    fatal: Option<String>,
+}
+
+impl Health {
+    fn ok(&mut self) {
+        self.trouble_since = None;
+    }
+
+    /// Whether commits should wait: while the brokers are in trouble a commit is not
+    /// answered, is held by librdkafka until its timeout, and holds up closing the consumer
+    /// for as long. The offsets stay pending meanwhile; records whose commit is lost are read
+    /// again, and their dedup keys prevent duplicate executions.
+    fn can_commit(&self) -> bool {
+        self.trouble_since.is_none() && self.fatal.is_none()
+    }
+}
+
+/// The consumer's callbacks: logs, errors, statistics, rebalances and commit results.
+struct KafkaContext {
+    shared: Arc<Shared>,
+}
+
+fn log_to_tracing(group_id: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", group_id, facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", group_id, facility, "{message}")
+        }
+        RDKafkaLogLevel::Notice => {
+            tracing::info!(target: "librdkafka", group_id, facility, "{message}")
+        }
+        RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", group_id, facility, "{message}")
+        }
+    }
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(&self.shared.group_id, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut health = self.shared.health();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(group_id = %self.shared.group_id, error = %error, "kafka: fatal client error: {reason}");
+            health.fatal = Some(reason.to_string());
+            return;
+        }
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+            )
+        ) {
+            // The brokers answer; the topic is not there (yet): not a connection problem.
+            tracing::warn!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, error = %error, "kafka: {reason}");
+            return;
+        }
+        if health.trouble_since.is_none() {
+            tracing::warn!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, error = %error, "kafka client error: {reason}");
+            health.trouble_since = Some(Instant::now());
+        } else {
+            tracing::debug!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, error = %error, "kafka client error: {reason}");
+        }
+        health.last_error = Some(reason.to_string());
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut lags = HashMap::new();
+        for (name, topic) in &statistics.topics {
+            for p in topic.partitions.values() {
+                if p.partition >= 0 && p.desired && p.consumer_lag >= 0 {
+                    lags.insert((name.clone(), p.partition), p.consumer_lag);
+                }
+            }
+        }
+        *self.shared.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut commits = TopicPartitionList::new();
+        {
+            let mut tracker = self.shared.tracker();
+            for e in revoked.elements() {
+                if let Some(offset) = tracker.revoke(e.topic(), e.partition())
+                    && let Err(err) = commits.add_partition_offset(
+                        e.topic(),
+                        e.partition(),
+                        Offset::Offset(offset),
+                    )
+                {
+                    tracing::warn!(group_id = %self.shared.group_id, topic = e.topic(), partition = e.partition(), offset, error = %err, "kafka: cannot prepare the commit of a revoked partition");
+                }
+            }
+        }
+        let partitions = partition_names(revoked);
+        if consumer.assignment_lost() {
+            tracing::warn!(group_id = %self.shared.group_id, partitions = %partitions, "kafka: partitions lost; their latest offsets are not committed (the new owner re-reads them, and swoop's dedup keys prevent duplicate executions)");
+            return;
+        }
+        if commits.count() > 0 {
+            if !self.shared.health().can_commit() {
+                tracing::warn!(group_id = %self.shared.group_id, offsets = %partition_offsets(&commits), "kafka: the brokers are unreachable; revoked partitions are not committed (the new owner re-reads them, and dedup keys prevent duplicate executions)");
+                return;
+            }
+            match consumer.commit(&commits, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::debug!(group_id = %self.shared.group_id, offsets = %partition_offsets(&commits), "kafka: committed revoked partitions")
+                }
+                Err(e) => {
+                    tracing::warn!(group_id = %self.shared.group_id, offsets = %partition_offsets(&commits), error = %e, "kafka: cannot commit revoked partitions (the new owner re-reads from the last commit)")
+                }
+            }
+        }
+        tracing::info!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, partitions = %partitions, "kafka: partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                {
+                    let mut tracker = self.shared.tracker();
+                    for e in assigned.elements() {
+                        tracker.assign(e.topic(), e.partition());
+                    }
+                }
+                self.shared.health().ok();
+                tracing::info!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, partitions = %partition_names(assigned), "kafka: partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group_id = %self.shared.group_id, error = %e, "kafka: rebalance error");
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            // Nothing to commit: not an error.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(group_id = %self.shared.group_id, offsets = %partition_offsets(offsets), error = %e, "kafka: commit failed; retrying with the next commit");
+                self.shared.commit_failed(offsets);
+            }
+            Ok(()) => {
+                let mut failed = TopicPartitionList::new();
+                for e in offsets.elements() {
+                    if let Err(err) = e.error() {
+                        tracing::warn!(group_id = %self.shared.group_id, topic = e.topic(), partition = e.partition(), error = %err, "kafka: commit of a partition failed; retrying with the next commit");
+                        if let Offset::Offset(o) = e.offset() {
+                            let _ = failed.add_partition_offset(
+                                e.topic(),
+                                e.partition(),
+                                Offset::Offset(o),
+                            );
+                        }
+                    }
+                }
+                if failed.count() > 0 {
+                    self.shared.commit_failed(&failed);
+                }
+            }
+        }
+    }
+}
+
+fn partition_names(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn partition_offsets(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
+            other => format!("{}/{}@{other:?}", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Logs of the dead-letter producer.
+struct LogContext {
+    group_id: String,
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(&self.group_id, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(group_id = %self.group_id, error = %error, "kafka dead-letter producer error: {reason}");
+    }
+}
+
+struct Dlq {
+    producer: FutureProducer<LogContext>,
+    topic: String,
+}
+
+/// One record, copied out of librdkafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the record has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    pub fn from_message(m: &impl Message) -> Record {
+        Record {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `topic/partition/offset`: the record's identity, and its dedup key.
+    pub fn coordinates(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A record decoded into what an event carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub variables: Map<String, Value>,
+    pub dedup_key: String,
+    pub key: Option<String>,
+    pub partition: String,
+    /// Why the key or the value could not be decoded (the raw record is in `variables`).
+    pub error: Option<String>,
+}
+
+/// Decodes a record into Kestra's trigger variables: `key`, `value`, `topic`, `partition`,
+/// `offset`, `timestamp` (ISO-8601 UTC, milliseconds) and `headers`. When the key or the
+/// value cannot be decoded, `value` holds the raw value as text (lossy UTF-8) and
+/// `rawValueBase64` its exact bytes (`rawKeyBase64` likewise for a key), and `error` says why.
+pub fn decode_record(
+    record: &Record,
+    key_deserializer: Deserializer,
+    value_deserializer: Deserializer,
+) -> Decoded {
+    let coordinates = record.coordinates();
+    let mut errors = Vec::new();
+    let mut variables = Map::new();
+    let key = key_deserializer.decode(record.key.as_deref());
+    let value = value_deserializer.decode(record.value.as_deref());
+    let key = match key {
+        Ok(k) => k,
+        Err(e) => {
+            errors.push(format!(
+                "cannot decode the key of {coordinates} as {}: {e}",
+                key_deserializer.name()
+            ));
+            let raw = record.key.as_deref().unwrap_or_default();
+            variables.insert("rawKeyBase64".into(), Value::String(base64(raw)));
+            Value::String(text_or_base64(raw))
+        }
+    };
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(format!(
+                "cannot decode the value of {coordinates} as {}: {e}",
+                value_deserializer.name()
+            ));
+            let raw = record.value.as_deref().unwrap_or_default();
+            variables.insert("rawValueBase64".into(), Value::String(base64(raw)));
+            Value::String(String::from_utf8_lossy(raw).into_owned())
+        }
+    };
+    if !errors.is_empty() && !variables.contains_key("rawValueBase64") {
+        // The value decoded but the key did not: keep the raw value at hand as well.
+        if let Some(raw) = &record.value {
+            variables.insert("rawValueBase64".into(), Value::String(base64(raw)));
+        }
+    }
+    variables.insert("key".into(), key);
+    variables.insert("value".into(), value);
+    variables.insert("topic".into(), Value::String(record.topic.clone()));
+    variables.insert("partition".into(), Value::from(record.partition));
+    variables.insert("offset".into(), Value::from(record.offset));
+    variables.insert(
+        "timestamp".into(),
+        record
+            .timestamp
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or(Value::Null, |t| {
+                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }),
+    );
+    variables.insert("headers".into(), headers_json(&record.headers));
+    Decoded {
+        variables,
+        dedup_key: coordinates,
+        key: record.key.as_deref().map(text_or_base64),
+        partition: format!("{}/{}", record.topic, record.partition),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
+}
+
+/// The background task that polls the consumer (see the module documentation).
+struct Pump {
+    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
+    shared: Arc<Shared>,
+    config: Arc<KafkaTriggerConfig>,
+    tx: mpsc::Sender<Result<Event, SourceError>>,
+    /// Decoded events the channel had no room for: one, while the pump waits for room; a few
+    /// more only from partitions assigned while the others are paused (each is paused too).
+    ready: VecDeque<Event>,
+    paused: bool,
+    pause_after: Duration,
+    dlq: Option<Dlq>,
+}
+
+enum Step {
+    Stop,
+    Tick,
+    Pause,
+    Resume,
+    Sent,
+    Closed,
+    Message(KafkaResult<Record>),
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            spawn_drop(consumer);
+        }
+        if let Some(dlq) = self.dlq.take() {
+            spawn_drop(dlq);
+        }
+    }
+}
+
+impl Pump {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let Some(consumer) = self.consumer.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_health_check = Instant::now();
+        // Since when an event waits for room in the channel.
+        let mut stalled_since: Option<tokio::time::Instant> = None;
+        loop {
+            // Hand out what is ready, as far as the channel has room.
+            while let Some(event) = self.ready.pop_front() {
+                match tx.try_send(Ok(event)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        if let Ok(event) = item {
+                            self.ready.push_front(event);
+                        }
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            if self.ready.is_empty() {
+                stalled_since = None;
+            } else if stalled_since.is_none() {
+                stalled_since = Some(tokio::time::Instant::now());
+            }
+            let pause_at =
+                stalled_since.unwrap_or_else(tokio::time::Instant::now) + self.pause_after;
+            let step = tokio::select! {
+                biased;
+                _ = &mut stop => Step::Stop,
+                _ = tick.tick() => Step::Tick,
+                permit = tx.reserve(), if !self.ready.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.ready.pop_front() {
+                            permit.send(Ok(event));
+                        }
+                        Step::Sent
+                    }
+                    Err(_) => Step::Closed,
+                },
+                _ = tokio::time::sleep_until(pause_at), if !self.ready.is_empty() && !self.paused => Step::Pause,
+                permits = tx.reserve_many(RESUME_AT), if self.paused && self.ready.is_empty() => match permits {
+                    Ok(_) => Step::Resume,
+                    Err(_) => Step::Closed,
+                },
+                // While an event waits for room (and the partitions are not paused yet),
+                // records stay in librdkafka's bounded prefetch queue.
+                message = consumer.recv(), if self.ready.is_empty() || self.paused => {
+                    Step::Message(message.map(|m| Record::from_message(&m)))
+                }
+            };
+            let outcome = match step {
+                Step::Stop | Step::Closed => return,
+                Step::Sent => Ok(()),
+                Step::Pause => {
+                    self.pause_all(&consumer);
+                    Ok(())
+                }
+                Step::Resume => {
+                    self.resume_all(&consumer);
+                    Ok(())
+                }
+                Step::Tick => {
+                    self.commit(&consumer);
+                    if last_health_check.elapsed() >= HEALTH_CHECK_EVERY {
+                        last_health_check = Instant::now();
+                        self.check_health(&consumer).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                Step::Message(Ok(record)) => {
+                    self.shared.health().ok();
+                    self.on_record(&consumer, record).await
+                }
+                Step::Message(Err(e)) => self.on_error(e),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(group_id = %self.config.group_id, consumer = %self.shared.consumer_name, error = %e, "kafka trigger: stopping the consumer");
+                // Events not handed out are dropped: their offsets stay uncommitted, so the
+                // next connection reads them again.
+                self.ready.clear();
+                tokio::select! {
+                    _ = &mut stop => {}
+                    _ = tx.send(Err(e)) => {}
+                }
+                return;
+            }
+        }
+    }
+
+    fn pause_all(&mut self, consumer: &StreamConsumer<KafkaContext>) {
+        match consumer.assignment() {
+            Ok(assignment) if assignment.count() > 0 => {
+                if let Err(e) = consumer.pause(&assignment) {
+                    tracing::warn!(group_id = %self.config.group_id, error = %e, "kafka: cannot pause the partitions");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(group_id = %self.config.group_id, error = %e, "kafka: cannot read the assignment to pause it")
+            }
+        }
+        self.paused = true;
+        tracing::debug!(group_id = %self.config.group_id, "kafka: partitions paused (the runtime has been busy for a while)");
+    }
+
+    fn pause_one(&self, consumer: &StreamConsumer<KafkaContext>, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::warn!(group_id = %self.config.group_id, topic, partition, error = %e, "kafka: cannot pause a partition");
+        }
+    }
+
+    fn resume_all(&mut self, consumer: &StreamConsumer<KafkaContext>) {
+        match consumer.assignment() {
+            Ok(assignment) => {
+                if assignment.count() > 0
+                    && let Err(e) = consumer.resume(&assignment)
+                {
+                    tracing::warn!(group_id = %self.config.group_id, error = %e, "kafka: cannot resume the partitions");
+                    return;
+                }
+                self.paused = false;
+                tracing::debug!(group_id = %self.config.group_id, "kafka: partitions resumed");
+            }
+            Err(e) => {
+                tracing::warn!(group_id = %self.config.group_id, error = %e, "kafka: cannot read the assignment to resume it")
+            }
+        }
+    }
+
+    /// Commits the offsets acknowledged since the last commit (asynchronously; failures come
+    /// back through the commit callback and are retried).
+    fn commit(&self, consumer: &StreamConsumer<KafkaContext>) {
+        if !self.shared.health().can_commit() {
+            return;
+        }
+        let Some(tpl) = self.shared.take_commits() else {
+            return;
+        };
+        if tpl.count() == 0 {
+            return;
+        }
+        tracing::trace!(group_id = %self.config.group_id, offsets = %partition_offsets(&tpl), "kafka: committing");
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(group_id = %self.config.group_id, offsets = %partition_offsets(&tpl), error = %e, "kafka: commit not sent; retrying");
+            self.shared.commit_failed(&tpl);
+        }
+    }
+
+    /// A fatal client error stops the source; client errors lasting [`TROUBLE_GRACE`] with
+    /// no record in between are checked with a metadata request, and make the source
+    /// unavailable when it fails too.
+    async fn check_health(
+        &mut self,
+        consumer: &Arc<StreamConsumer<KafkaContext>>,
+    ) -> Result<(), SourceError> {
+        let (fatal, trouble_since, last_error) = {
+            let health = self.shared.health();
+            (
+                health.fatal.clone(),
+                health.trouble_since,
+                health.last_error.clone(),
+            )
+        };
+        if let Some(reason) = fatal {
+            return Err(SourceError::Fatal(format!(
+                "kafka (groupId `{}`): fatal client error: {reason}",
+                self.config.group_id
+            )));
+        }
+        let Some(since) = trouble_since else {
+            return Ok(());
+        };
+        if since.elapsed() < TROUBLE_GRACE {
+            return Ok(());
+        }
+        let probe_topic = match &self.config.subscription {
+            Subscription::Topics(topics) => topics.first().cloned(),
+            Subscription::Pattern(_) => None,
+        };
+        let c = consumer.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(probe_topic.as_deref(), PROBE_TIMEOUT)
+                .map(drop)
+        })
+        .await;
+        match probe {
+            Ok(Ok(())) => {
+                let mut health = self.shared.health();
+                if health.trouble_since == Some(since) {
+                    health.ok();
+                }
+                tracing::info!(group_id = %self.config.group_id, "kafka: the brokers answer again");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SourceError::Transient(format!(
+                "kafka: no broker of `{}` answers (groupId `{}`, for {} s): {}; {e}",
+                self.config.bootstrap_servers(),
+                self.config.group_id,
+                since.elapsed().as_secs(),
+                last_error.unwrap_or_else(|| "client errors".into()),
+            ))),
+            Err(e) => Err(SourceError::Transient(format!(
+                "kafka (groupId `{}`): the broker check failed: {e}",
+                self.config.group_id
+            ))),
+        }
+    }
+
+    fn on_error(&self, e: KafkaError) -> Result<(), SourceError> {
+        let group_id = &self.config.group_id;
+        match (&e, e.rdkafka_error_code()) {
+            (KafkaError::MessageConsumptionFatal(_), _) | (_, Some(RDKafkaErrorCode::Fatal)) => {
+                Err(SourceError::Fatal(format!(
+                    "kafka (groupId `{group_id}`): fatal consumer error: {e}"
+                )))
+            }
+            (KafkaError::PartitionEOF(_), _) => Ok(()),
+            (
+                _,
+                Some(
+                    RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition,
+                ),
+            ) => {
+                tracing::warn!(group_id = %group_id, subscription = %self.config.subscription.describe(), error = %e, "kafka: a subscribed topic does not exist (yet); waiting for it");
+                Ok(())
+            }
+            (
+                _,
+                Some(
+                    code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::Authentication),
+                ),
+            ) => Err(SourceError::Transient(format!(
+                "kafka (groupId `{group_id}`, {}): not allowed: {code}",
+                self.config.subscription.describe()
+            ))),
+            // Connection problems also reach the client's error callback, which logs them.
+            (
+                _,
+                Some(
+                    RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::Resolve
+                    | RDKafkaErrorCode::OperationTimedOut
+                    | RDKafkaErrorCode::RequestTimedOut,
+                ),
+            ) => {
+                tracing::debug!(group_id = %group_id, error = %e, "kafka consumer error");
+                Ok(())
+            }
+            _ => {
+                tracing::warn!(group_id = %group_id, error = %e, "kafka consumer error");
+                Ok(())
+            }
+        }
+    }
+
+    fn ack_for(&self, record: &Record, epoch: u64) -> Ack {
+        let shared = self.shared.clone();
+        let topic = record.topic.clone();
+        let (partition, offset) = (record.partition, record.offset);
+        Ack::new(move || {
+            if !shared.tracker().ack(&topic, partition, offset, epoch) {
+                tracing::debug!(group_id = %shared.group_id, topic, partition, offset, "kafka: acknowledgement ignored (the partition was revoked)");
+            }
+        })
+    }
+
+    async fn on_record(
+        &mut self,
+        consumer: &StreamConsumer<KafkaContext>,
+        record: Record,
+    ) -> Result<(), SourceError> {
+        let epoch =
+            self.shared
+                .tracker()
+                .handed_out(&record.topic, record.partition, record.offset);
+        let ack = self.ack_for(&record, epoch);
+        if !headers_match(&self.config.header_filters, &record.headers) {
+            tracing::trace!(group_id = %self.config.group_id, record = %record.coordinates(), "kafka: record filtered out by its headers");
+            ack.ack();
+            return Ok(());
+        }
+        let decoded = decode_record(
+            &record,
+            self.config.key_deserializer,
+            self.config.value_deserializer,
+        );
+        if let Some(error) = &decoded.error {
+            match &self.config.on_serde_error {
+                OnSerdeError::Fail => {
+                    tracing::warn!(group_id = %self.config.group_id, topic = %record.topic, partition = record.partition, offset = record.offset, "kafka: {error}; the execution is created FAILED");
+                }
+                OnSerdeError::Skip => {
+                    tracing::warn!(group_id = %self.config.group_id, topic = %record.topic, partition = record.partition, offset = record.offset, "kafka: {error}; record skipped (onSerdeError: SKIPPED)");
+                    ack.ack();
+                    return Ok(());
+                }
+                OnSerdeError::Dlq { .. } => {
+                    self.dead_letter(&record, error).await?;
+                    ack.ack();
+                    return Ok(());
+                }
+            }
+        }
+        let event = Event {
+            variables: decoded.variables,
+            dedup_key: Some(decoded.dedup_key),
+            key: decoded.key,
+            partition: Some(decoded.partition),
+            decode_error: decoded.error,
+            ack,
+        };
+        self.ready.push_back(event);
+        if self.paused {
+            // A partition assigned while paused: hold it too.
+            self.pause_one(consumer, &record.topic, record.partition);
+        }
+        Ok(())
+    }
+
+    /// Produces the raw record to the dead-letter topic and waits for its delivery.
+    async fn dead_letter(&mut self, record: &Record, error: &str) -> Result<(), SourceError> {
+        let Some(dlq) = &self.dlq else {
+            return Err(SourceError::Fatal(
+                "kafka: no dead-letter producer".to_string(),
+            ));
+        };
+        let source = record.coordinates();
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 2);
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        headers = headers
+            .insert(Header {
+                key: "swoop.error",
+                value: Some(error.as_bytes()),
+            })
+            .insert(Header {
+                key: "swoop.source",
+                value: Some(source.as_bytes()),
+            });
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq.topic).headers(headers);
+        if let Some(key) = &record.key {
+            out = out.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            out = out.payload(value.as_slice());
+        }
+        if let Some(ts) = record.timestamp {
+            out = out.timestamp(ts);
+        }
+        match dlq.producer.send(out, Timeout::After(PROBE_TIMEOUT)).await {
+            Ok(delivery) => {
+                tracing::warn!(group_id = %self.config.group_id, record = %source, dlq_topic = %dlq.topic, dlq_partition = delivery.partition, dlq_offset = delivery.offset, "kafka: {error}; record sent to the dead-letter topic");
+                Ok(())
+            }
+            Err((e, _)) => Err(SourceError::Transient(format!(
+                "kafka (groupId `{}`): cannot produce {source} to the dead-letter topic `{}`: {e}",
+                self.config.group_id, dlq.topic
+            ))),
+        }
+    }
+}
+
+/// A live consumer (see the module documentation).
+pub struct KafkaConnection {
+    rx: mpsc::Receiver<Result<Event, SourceError>>,
+    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
+    shared: Arc<Shared>,
+    pump: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+#[async_trait]
+impl RealtimeConnection for KafkaConnection {
+    async fn next(&mut self) -> Result<Event, SourceError> {
+        match self.rx.recv().await {
+            Some(result) => result,
+            None => Err(SourceError::Transient(format!(
+                "kafka (groupId `{}`): the consumer stopped",
+                self.shared.group_id
+            ))),
+        }
+    }
+
+    /// Per assigned partition: the high watermark librdkafka last saw (or the last stable
+    /// offset, under `read_committed`, as in the statistics) less the consumer's position,
+    /// plus the events decoded and not taken yet. Nothing is asked of the brokers.
+    async fn backlog(&mut self) -> Option<u64> {
+        let consumer = self.consumer.as_ref()?;
+        let assignment = consumer.assignment().ok()?;
+        let positions = consumer.position().ok()?;
+        let lags = self
+            .shared
+            .lags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut total: u64 = 0;
+        let mut known = false;
+        for e in assignment.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            let position = match positions
+                .find_partition(topic, partition)
+                .map(|p| p.offset())
+            {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            let waiting = match (position, cached_high_watermark(consumer, topic, partition)) {
+                (Some(position), Some(high)) => Some((high - position).max(0)),
+                _ => lags.get(&(topic.to_string(), partition)).copied(),
+            };
+            if let Some(w) = waiting {
+                total += u64::try_from(w).unwrap_or(0);
+                known = true;
+            }
+        }
+        known.then(|| total + self.rx.len() as u64)
+    }
+
+    async fn close(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut pump) = self.pump.take()
+            && tokio::time::timeout(STOP_TIMEOUT, &mut pump).await.is_err()
+        {
+            pump.abort();
+        }
+        // Events still in the channel were never handed out: their offsets stay pending, so
+        // nothing past them is committed.
+        if let Some(consumer) = self.consumer.take() {
+            let shared = self.shared.clone();
+            let done = tokio::task::spawn_blocking(move || final_commit(&shared, consumer));
+            if tokio::time::timeout(STOP_TIMEOUT, done).await.is_err() {
+                tracing::warn!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, "kafka: the consumer is still closing (waiting for the brokers); going on without it");
+            }
+        }
+    }
+}
+
+/// The partition's high watermark as librdkafka last saw it in a fetch response (no request).
+fn cached_high_watermark(
+    consumer: &StreamConsumer<KafkaContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle is valid while `consumer` is borrowed, `topic` is a valid
+    // NUL-terminated string for the duration of the call, and librdkafka only writes the two
+    // offsets through the pointers (it reads its cached watermarks under its own locks).
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Commits what is committable, synchronously, and closes the consumer (leaving the group).
+fn final_commit(shared: &Shared, consumer: Arc<StreamConsumer<KafkaContext>>) {
+    if let Some(tpl) = shared.take_commits() {
+        if !shared.health().can_commit() {
+            tracing::warn!(group_id = %shared.group_id, offsets = %partition_offsets(&tpl), "kafka: the brokers are unreachable; offsets not committed on close (those records will be read again; dedup keys prevent duplicate executions)");
+            drop(consumer);
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                tracing::debug!(group_id = %shared.group_id, offsets = %partition_offsets(&tpl), "kafka: committed on close")
+            }
+            Err(e) => {
+                tracing::warn!(group_id = %shared.group_id, offsets = %partition_offsets(&tpl), error = %e, "kafka: cannot commit on close (those records will be read again; dedup keys prevent duplicate executions)")
+            }
+        }
+    }
+    drop(consumer);
+}
+
+impl Drop for KafkaConnection {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(consumer) = self.consumer.take() {
+            let shared = self.shared.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || final_commit(&shared, consumer));
+                }
+                Err(_) => final_commit(&shared, consumer),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
+        Record {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 42,
+            timestamp: Some(1_700_000_000_123),
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            headers: vec![("source".into(), Some(b"web".to_vec()))],
+        }
+    }
+
+    #[test]
+    fn decoded_record_has_kestras_variables() {
+        let d = decode_record(
+            &record(Some(b"customer-1"), Some(br#"{"order_id": "1"}"#)),
+            Deserializer::String,
+            Deserializer::Json,
+        );
+        assert_eq!(
+            Value::Object(d.variables),
+            json!({
+                "key": "customer-1",
+                "value": {"order_id": "1"},
+                "topic": "orders",
+                "partition": 2,
+                "offset": 42,
+                "timestamp": "2023-11-14T22:13:20.123Z",
+                "headers": [{"source": "web"}],
+            })
+        );
+        assert_eq!(d.dedup_key, "orders/2/42");
+        assert_eq!(d.partition, "orders/2");
+        assert_eq!(d.key.as_deref(), Some("customer-1"));
+        assert_eq!(d.error, None);
+    }
+
+    #[test]
+    fn null_key_and_value_and_no_timestamp() {
+        let mut r = record(None, None);
+        r.timestamp = None;
+        r.headers.clear();
+        let d = decode_record(&r, Deserializer::String, Deserializer::Json);
+        assert_eq!(d.variables["key"], Value::Null);
+        assert_eq!(d.variables["value"], Value::Null);
+        assert_eq!(d.variables["timestamp"], Value::Null);
+        assert_eq!(d.variables["headers"], json!([]));
+        assert_eq!(d.key, None);
+        assert_eq!(d.error, None);
+    }
+
+    #[test]
+    fn binary_key_orders_by_its_base64() {
+        let d = decode_record(
+            &record(Some(&[0xff, 0x00]), Some(b"x")),
+            Deserializer::Bytes,
+            Deserializer::String,
+        );
+        assert_eq!(d.key.as_deref(), Some("/wA="));
+        assert_eq!(d.variables["key"], json!("/wA="));
+    }
+
+    #[test]
+    fn undecodable_value_keeps_the_raw_payload() {
+        let d = decode_record(
+            &record(Some(b"k"), Some(b"{broken \xff")),
+            Deserializer::String,
+            Deserializer::Json,
+        );
+        let error = d.error.unwrap();
+        assert!(
+            error.starts_with("cannot decode the value of orders/2/42 as JSON: not valid JSON"),
+            "{error}"
+        );
+        assert_eq!(d.variables["value"], json!("{broken \u{fffd}"));
+        assert_eq!(
+            d.variables["rawValueBase64"],
+            json!(base64(b"{broken \xff"))
+        );
+        assert_eq!(d.variables["key"], json!("k"));
+        assert_eq!(d.dedup_key, "orders/2/42");
+    }
+
+    #[test]
+    fn undecodable_key_is_reported_too() {
+        let d = decode_record(
+            &record(Some(b"abc"), Some(b"\x00\x00\x00\x07")),
+            Deserializer::Integer,
+            Deserializer::Integer,
+        );
+        assert_eq!(
+            d.error.as_deref(),
+            Some("cannot decode the key of orders/2/42 as INTEGER: INTEGER expects 4 bytes, got 3")
+        );
+        assert_eq!(d.variables["key"], json!("abc"));
+        assert_eq!(d.variables["rawKeyBase64"], json!("YWJj"));
+        assert_eq!(d.variables["value"], json!(7));
+        assert_eq!(d.variables["rawValueBase64"], json!("AAAABw=="));
+    }
+}

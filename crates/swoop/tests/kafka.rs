@@ -307,7 +307,7 @@ fn broker_outage_shows_reconnecting_then_running_and_loses_nothing() {
     let flows = tempfile::tempdir().unwrap();
     std::fs::write(
         flows.path().join("orders.yml"),
-        flow_with(&broker.bootstrap(), "outage", "g4", "", FAST_GROUP),
+        flow_with(&broker.bootstrap(), "outage", "g4", "", ""),
     )
     .unwrap();
     let server = Server::start(data.path(), Some(flows.path()), free_port());

@@ -18,6 +18,11 @@ struct PartitionState {
     epoch: u64,
     /// Offsets handed out and not acknowledged yet.
     pending: BTreeSet<i64>,
+    /// Those of `pending` the runtime has (delivered by `next()`): their executions are being
+    /// stored. The others wait in the connection's channel.
+    delivered: BTreeSet<i64>,
+    /// Being revoked: nothing more is delivered.
+    revoking: bool,
     /// The highest offset handed out in this assignment.
     highest: Option<i64>,
     /// The offset last sent in a commit (the next offset to read), if any.
@@ -62,6 +67,8 @@ impl OffsetTracker {
             PartitionState {
                 epoch: *next_epoch,
                 pending: BTreeSet::new(),
+                delivered: BTreeSet::new(),
+                revoking: false,
                 highest: None,
                 committed: None,
             }
@@ -86,9 +93,38 @@ impl OffsetTracker {
     /// partition was revoked since (its epoch is gone) or the offset was not pending.
     pub fn ack(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> bool {
         match self.partitions.get_mut(&(topic.to_string(), partition)) {
-            Some(state) if state.epoch == epoch => state.pending.remove(&offset),
+            Some(state) if state.epoch == epoch => {
+                state.delivered.remove(&offset);
+                state.pending.remove(&offset)
+            }
             _ => false,
         }
+    }
+
+    /// `offset` (handed out in `epoch`) is about to be given to the runtime. Returns false when
+    /// it must not be: its partition was revoked (or is being revoked) since.
+    pub fn deliver(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> bool {
+        match self.partitions.get_mut(&(topic.to_string(), partition)) {
+            Some(state) if state.epoch == epoch && !state.revoking => {
+                state.delivered.insert(offset);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The partition is being revoked: nothing more of it is delivered.
+    pub fn begin_revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(state) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            state.revoking = true;
+        }
+    }
+
+    /// Records of the partition the runtime has and has not acknowledged yet.
+    pub fn delivered_unacked(&self, topic: &str, partition: i32) -> usize {
+        self.partitions
+            .get(&(topic.to_string(), partition))
+            .map_or(0, |s| s.delivered.len())
     }
 
     /// The offset that may be committed for the partition now, if anything was handed out.
@@ -276,5 +312,26 @@ mod tests {
         assert_eq!(t.take_commits(), vec![("orders".to_string(), 0, 6)]);
         t.commit_failed("orders", 0, 5);
         assert!(t.take_commits().is_empty());
+    }
+
+    #[test]
+    fn a_revoke_commits_below_what_was_never_delivered() {
+        let mut t = OffsetTracker::new();
+        let epoch = t.assign("t", 0);
+        for offset in 10..15 {
+            t.handed_out("t", 0, offset);
+        }
+        assert!(t.deliver("t", 0, 10, epoch));
+        assert!(t.deliver("t", 0, 11, epoch));
+        t.begin_revoke("t", 0);
+        // 12.. were still in the channel: not delivered any more.
+        assert!(!t.deliver("t", 0, 12, epoch));
+        assert_eq!(t.delivered_unacked("t", 0), 2);
+        assert!(t.ack("t", 0, 10, epoch));
+        assert!(t.ack("t", 0, 11, epoch));
+        assert_eq!(t.delivered_unacked("t", 0), 0);
+        // The next owner starts at 12.
+        assert_eq!(t.revoke("t", 0), Some(12));
+        assert!(!t.deliver("t", 0, 13, epoch));
     }
 }

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -54,6 +54,15 @@ use super::serde::{Deserializer, base64, headers_json, headers_match, text_or_ba
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Events decoded ahead of the runtime.
 pub const CHANNEL_CAPACITY: usize = 32;
+
+/// How long a revoke waits for the executions of records already handed to the runtime.
+pub const REVOKE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether this thread may block (a multi-threaded tokio runtime, via `block_in_place`).
+fn can_block_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
 /// While the channel stays full this long, the pump pauses the assigned partitions and goes
 /// back to polling, to serve rebalances and stay in the group (librdkafka resumes a paused
 /// partition only at its broker thread's next wake-up, up to a second later: pausing is for
@@ -113,6 +122,7 @@ impl RealtimeSource for KafkaSource {
             group_id: config.group_id.clone(),
             consumer_name: consumer_name.to_string(),
             tracker: Mutex::new(OffsetTracker::new()),
+            acked: Condvar::new(),
             health: Mutex::new(Health::default()),
             lags: Mutex::new(HashMap::new()),
         });
@@ -225,6 +235,8 @@ struct Shared {
     group_id: String,
     consumer_name: String,
     tracker: Mutex<OffsetTracker>,
+    /// Signalled at every acknowledgement (a revoke waits on it).
+    acked: Condvar,
     health: Mutex<Health>,
     /// Records waiting per assigned partition past its committed offset, from the last
     /// statistics (when the consumer's own position is not known yet).
@@ -369,6 +381,40 @@ impl ConsumerContext for KafkaContext {
         let mut commits = TopicPartitionList::new();
         {
             let mut tracker = self.shared.tracker();
+            for e in revoked.elements() {
+                tracker.begin_revoke(e.topic(), e.partition());
+            }
+            // Records already handed to the runtime are about to be durable: wait (bounded)
+            // for their acknowledgements, so the commit below covers them and the partition's
+            // next owner does not read them again. Records not handed over yet are dropped by
+            // `next()`; the commit stays below them, so the next owner reads them.
+            let partitions: Vec<(String, i32)> = revoked
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let in_runtime = |t: &mut OffsetTracker| {
+                partitions
+                    .iter()
+                    .map(|(topic, p)| t.delivered_unacked(topic, *p))
+                    .sum::<usize>()
+            };
+            if in_runtime(&mut tracker) > 0 && can_block_here() {
+                let waited = Instant::now();
+                tracker = tokio::task::block_in_place(|| {
+                    self.shared
+                        .acked
+                        .wait_timeout_while(tracker, REVOKE_DRAIN_TIMEOUT, |t| in_runtime(t) > 0)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|e| e.into_inner().0)
+                });
+                let left = in_runtime(&mut tracker);
+                if left > 0 {
+                    tracing::warn!(group_id = %self.shared.group_id, left, "kafka: revoked partitions still have records whose executions are not stored; their next owner reads them again (a shared store's dedup keys prevent duplicates)");
+                } else {
+                    tracing::debug!(group_id = %self.shared.group_id, waited_ms = waited.elapsed().as_millis() as u64, "kafka: revoked partitions drained");
+                }
+            }
             for e in revoked.elements() {
                 if let Some(offset) = tracker.revoke(e.topic(), e.partition())
                     && let Err(err) = commits.add_partition_offset(
@@ -609,15 +655,25 @@ pub fn decode_record(
     }
 }
 
+/// An event on its way to the runtime, with where it comes from: `next()` hands it over only
+/// if its partition is still assigned to this consumer (see [`OffsetTracker::deliver`]).
+struct Handout {
+    event: Event,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    epoch: u64,
+}
+
 /// The background task that polls the consumer (see the module documentation).
 struct Pump {
     consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
     shared: Arc<Shared>,
     config: Arc<KafkaTriggerConfig>,
-    tx: mpsc::Sender<Result<Event, SourceError>>,
+    tx: mpsc::Sender<Result<Handout, SourceError>>,
     /// Decoded events the channel had no room for: one, while the pump waits for room; a few
     /// more only from partitions assigned while the others are paused (each is paused too).
-    ready: VecDeque<Event>,
+    ready: VecDeque<Handout>,
     paused: bool,
     pause_after: Duration,
     dlq: Option<Dlq>,
@@ -919,7 +975,11 @@ impl Pump {
         let topic = record.topic.clone();
         let (partition, offset) = (record.partition, record.offset);
         Ack::new(move || {
-            if !shared.tracker().ack(&topic, partition, offset, epoch) {
+            let acked = shared.tracker().ack(&topic, partition, offset, epoch);
+            if acked {
+                // A revoke may be waiting for this partition's delivered records.
+                shared.acked.notify_all();
+            } else {
                 tracing::debug!(group_id = %shared.group_id, topic, partition, offset, "kafka: acknowledgement ignored (the partition was revoked)");
             }
         })
@@ -970,7 +1030,13 @@ impl Pump {
             decode_error: decoded.error,
             ack,
         };
-        self.ready.push_back(event);
+        self.ready.push_back(Handout {
+            event,
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            epoch,
+        });
         if self.paused {
             // A partition assigned while paused: hold it too.
             self.pause_one(consumer, &record.topic, record.partition);
@@ -1027,7 +1093,7 @@ impl Pump {
 
 /// A live consumer (see the module documentation).
 pub struct KafkaConnection {
-    rx: mpsc::Receiver<Result<Event, SourceError>>,
+    rx: mpsc::Receiver<Result<Handout, SourceError>>,
     consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
     shared: Arc<Shared>,
     pump: Option<JoinHandle<()>>,
@@ -1037,12 +1103,28 @@ pub struct KafkaConnection {
 #[async_trait]
 impl RealtimeConnection for KafkaConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.rx.recv().await {
-            Some(result) => result,
-            None => Err(SourceError::Transient(format!(
-                "kafka (groupId `{}`): the consumer stopped",
-                self.shared.group_id
-            ))),
+        loop {
+            match self.rx.recv().await {
+                Some(Ok(h)) => {
+                    // A record of a partition revoked meanwhile is dropped here: the partition's
+                    // new owner reads it again from the committed offset, which stayed below it.
+                    if self
+                        .shared
+                        .tracker()
+                        .deliver(&h.topic, h.partition, h.offset, h.epoch)
+                    {
+                        return Ok(h.event);
+                    }
+                    tracing::debug!(group_id = %self.shared.group_id, topic = %h.topic, partition = h.partition, offset = h.offset, "kafka: record of a revoked partition dropped before delivery");
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(SourceError::Transient(format!(
+                        "kafka (groupId `{}`): the consumer stopped",
+                        self.shared.group_id
+                    )));
+                }
+            }
         }
     }
 

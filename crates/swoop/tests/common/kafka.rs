@@ -154,8 +154,10 @@ pub async fn produce(producer: &FutureProducer, topic: &str, partitions: i32, va
         pending.push(delivery);
     }
     for (i, p) in pending.into_iter().enumerate() {
-        p.await
-            .unwrap_or_else(|_| panic!("record {i}: delivery cancelled"))
-            .unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
+        match p.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => panic!("record {i} not delivered: {e}"),
+            Err(_) => panic!("record {i}: delivery cancelled"),
+        }
     }
 }

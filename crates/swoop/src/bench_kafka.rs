@@ -159,6 +159,8 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
             .context("create topic")?;
         let scratch = tempfile::tempdir()?;
         let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
+        let mut events = engine.subscribe();
+        let mut ended = 0usize;
         engine.put_flow(&flow(&args, &topic)).await?;
         let floor_task = {
             let args_bootstrap = args.bootstrap.clone();
@@ -200,31 +202,21 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
         }
         let produced_in = started.elapsed();
 
-        // Wait until every record's execution ended.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            engine.store().flush().await?;
-            let done = engine
-                .store()
-                .search_executions(&ExecutionQuery {
-                    namespace: Some("swoop.bench.kafka".into()),
-                    states: vec![State::Success, State::Failed, State::Warning],
-                    page: 1,
-                    size: 1,
-                    ..Default::default()
-                })
-                .await?
-                .total as usize;
-            if done >= args.records {
-                break;
+        // Wait until every record's execution ended: counted from the engine's events, so the
+        // bench does not poll the store while it measures.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        while ended < args.records {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(ev)) if ev.state.is_terminal() => ended += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    anyhow::bail!("the bench's event listener lagged by {n} events")
+                }
+                Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
+                Err(_) => anyhow::bail!("only {ended} of {} executions ended in 300 s", args.records),
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {done} of {} executions ended in 300 s",
-                args.records
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        engine.store().flush().await?;
         let drained_in = started.elapsed();
         let mut to_created = Vec::new();
         let mut to_running = Vec::new();

@@ -213,7 +213,9 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
                     anyhow::bail!("the bench's event listener lagged by {n} events")
                 }
                 Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
-                Err(_) => anyhow::bail!("only {ended} of {} executions ended in 300 s", args.records),
+                Err(_) => {
+                    anyhow::bail!("only {ended} of {} executions ended in 300 s", args.records)
+                }
             }
         }
         engine.store().flush().await?;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 

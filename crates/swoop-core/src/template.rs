@@ -1035,6 +1035,15 @@ fn jaq_to_json(value: &jaq_json::Val) -> serde_json::Value {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Whether a rendered condition holds (If, Fail's `condition`): anything but an empty text,
+/// `false`, `0`, `null`, `no` or `off` (case and surrounding spaces ignored).
+pub fn is_truthy(text: &str) -> bool {
+    !matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "" | "false" | "0" | "null" | "no" | "off"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1334,5 +1343,14 @@ mod tests {
     #[test]
     fn trailing_newline_is_kept() {
         assert_eq!(ok("{{ 'a' }}\n", json!({})), "a\n");
+    }
+
+    #[test]
+    fn truthiness_of_rendered_conditions() {
+        assert!(is_truthy("true"));
+        assert!(is_truthy("yes please"));
+        assert!(!is_truthy(" False "));
+        assert!(!is_truthy(""));
+        assert!(!is_truthy("0"));
     }
 }

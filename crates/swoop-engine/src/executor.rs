@@ -67,13 +67,6 @@ fn combine(states: impl IntoIterator<Item = (State, bool)>) -> State {
     result
 }
 
-fn truthy(text: &str) -> bool {
-    !matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "" | "false" | "0" | "null" | "no" | "off"
-    )
-}
-
 impl Run {
     pub(crate) fn new(engine: Arc<Engine>, flow: Arc<Flow>, live: Arc<LiveExecution>) -> Run {
         let base = base_context(&flow, &live.execution.lock());
@@ -586,7 +579,11 @@ impl Run {
                     Ok(r) => r,
                     Err(m) => return self.fail_task(task, run_id, 1, m),
                 };
-                let branch = if truthy(&rendered) { then } else { otherwise };
+                let branch = if swoop_core::template::is_truthy(&rendered) {
+                    then
+                } else {
+                    otherwise
+                };
                 (self.run_tasks(branch, &children).await, None)
             }
             Flowable::Switch {
@@ -853,14 +850,5 @@ mod tests {
             State::Killed
         );
         assert_eq!(combine([]), State::Success);
-    }
-
-    #[test]
-    fn truthiness() {
-        assert!(truthy("true"));
-        assert!(truthy("yes please"));
-        assert!(!truthy(" False "));
-        assert!(!truthy(""));
-        assert!(!truthy("0"));
     }
 }

@@ -39,7 +39,8 @@ use crate::engine::{Engine, NewExecution, Submitted};
 
 /// Backoff between connection attempts: 200 ms doubling up to 30 s, ±20 % jitter.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(200).saturating_mul(1u32 << attempt.min(8).saturating_sub(1));
+    let base =
+        Duration::from_millis(200).saturating_mul(1u32 << attempt.clamp(1, 16).saturating_sub(1));
     let capped = base.min(Duration::from_secs(30));
     capped.mul_f64(0.8 + 0.4 * rand::random::<f64>())
 }

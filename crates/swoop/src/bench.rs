@@ -44,6 +44,29 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Every execution of a namespace, read from the store a page at a time.
+pub async fn all_executions(
+    store: &dyn swoop_store::Store,
+    namespace: &str,
+) -> anyhow::Result<Vec<swoop_core::Execution>> {
+    let mut all = Vec::new();
+    for page in 1.. {
+        let batch = store
+            .search_executions(&ExecutionQuery {
+                namespace: Some(namespace.to_string()),
+                page,
+                size: 1000,
+                ..Default::default()
+            })
+            .await?;
+        if batch.results.is_empty() {
+            break;
+        }
+        all.extend(batch.results);
+    }
+    Ok(all)
+}
+
 /// The value below which `p` of the sorted samples fall.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -136,38 +159,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut to_running = Vec::with_capacity(args.executions);
     let mut to_end = Vec::with_capacity(args.executions);
     let mut states = std::collections::BTreeMap::<State, usize>::new();
-    let mut page = 1;
-    loop {
-        let batch = engine
-            .store()
-            .search_executions(&ExecutionQuery {
-                namespace: Some("swoop.bench".into()),
-                page,
-                size: 1000,
-                ..Default::default()
-            })
-            .await?;
-        if batch.results.is_empty() {
-            break;
+    for e in &all_executions(engine.store().as_ref(), "swoop.bench").await? {
+        *states.entry(e.state.current).or_default() += 1;
+        let created = e.state.histories[0].date;
+        let at = |s: State| {
+            e.state
+                .histories
+                .iter()
+                .find(|h| h.state == s)
+                .map(|h| h.date)
+        };
+        if let Some(r) = at(State::Running) {
+            to_running.push((r - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
-        for e in &batch.results {
-            *states.entry(e.state.current).or_default() += 1;
-            let created = e.state.histories[0].date;
-            let at = |s: State| {
-                e.state
-                    .histories
-                    .iter()
-                    .find(|h| h.state == s)
-                    .map(|h| h.date)
-            };
-            if let Some(r) = at(State::Running) {
-                to_running.push((r - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-            }
-            if let Some(end) = e.state.end_date() {
-                to_end.push((end - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-            }
+        if let Some(end) = e.state.end_date() {
+            to_end.push((end - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
-        page += 1;
     }
     to_running.sort_by(f64::total_cmp);
     to_end.sort_by(f64::total_cmp);

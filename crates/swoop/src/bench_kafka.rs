@@ -20,7 +20,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use swoop_core::State;
-use swoop_store::{ExecutionQuery, SyncMode};
+use swoop_store::SyncMode;
 
 use crate::bench::{peak_rss_mib, percentile};
 
@@ -225,52 +225,37 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
         let mut to_end = Vec::new();
         let mut first_created = None;
         let mut last_end = None;
-        for page in 1.. {
-            let batch = engine
-                .store()
-                .search_executions(&ExecutionQuery {
-                    namespace: Some("swoop.bench.kafka".into()),
-                    page,
-                    size: 1000,
-                    ..Default::default()
-                })
-                .await?;
-            if batch.results.is_empty() {
-                break;
+        for e in &crate::bench::all_executions(engine.store().as_ref(), "swoop.bench.kafka").await?
+        {
+            let Some(sent) = e
+                .trigger
+                .as_ref()
+                .and_then(|t| t.variables.get("value"))
+                .and_then(|v| v["sent_us"].as_u64())
+            else {
+                continue;
+            };
+            let at = |s: State| {
+                e.state
+                    .histories
+                    .iter()
+                    .find(|h| h.state == s)
+                    .map(|h| h.date.timestamp_micros() as u64)
+            };
+            if let Some(c) = at(State::Created) {
+                to_created.push(c.saturating_sub(sent) as f64 / 1000.0);
             }
-            for e in &batch.results {
-                let Some(sent) = e
-                    .trigger
-                    .as_ref()
-                    .and_then(|t| t.variables.get("value"))
-                    .and_then(|v| v["sent_us"].as_u64())
-                else {
-                    continue;
-                };
-                let at = |s: State| {
-                    e.state
-                        .histories
-                        .iter()
-                        .find(|h| h.state == s)
-                        .map(|h| h.date.timestamp_micros() as u64)
-                };
-                if let Some(c) = at(State::Created) {
-                    to_created.push(c.saturating_sub(sent) as f64 / 1000.0);
-                }
-                if let Some(r) = at(State::Running) {
-                    to_running.push(r.saturating_sub(sent) as f64 / 1000.0);
-                }
-                if let Some(end) = e.state.end_date() {
-                    to_end
-                        .push((end.timestamp_micros() as u64).saturating_sub(sent) as f64 / 1000.0);
-                    last_end = last_end.max(Some(end));
-                }
-                let created = e.state.histories[0].date;
-                first_created = Some(
-                    first_created
-                        .map_or(created, |f: chrono::DateTime<chrono::Utc>| f.min(created)),
-                );
+            if let Some(r) = at(State::Running) {
+                to_running.push(r.saturating_sub(sent) as f64 / 1000.0);
             }
+            if let Some(end) = e.state.end_date() {
+                to_end.push((end.timestamp_micros() as u64).saturating_sub(sent) as f64 / 1000.0);
+                last_end = last_end.max(Some(end));
+            }
+            let created = e.state.histories[0].date;
+            first_created = Some(
+                first_created.map_or(created, |f: chrono::DateTime<chrono::Utc>| f.min(created)),
+            );
         }
         let mut floor_lat = floor_task.await??;
         let busy = match (first_created, last_end) {

@@ -58,37 +58,13 @@ fn order(i: usize) -> String {
     )
 }
 
-/// Every execution of the test namespace (all pages).
+/// Every execution of the tests' namespace.
 fn executions(port: u16) -> Vec<Value> {
-    let mut all = Vec::new();
-    for page in 1.. {
-        let (status, body) = http(
-            port,
-            "GET",
-            &format!("/api/v1/executions/search?namespace=kafka.test&size=1000&page={page}"),
-            None,
-        )
-        .expect("search");
-        assert_eq!(status, 200, "{body}");
-        let v = json(&body);
-        let results = v["results"].as_array().cloned().unwrap_or_default();
-        if results.is_empty() {
-            break;
-        }
-        all.extend(results);
-    }
-    all
+    common::executions_in(port, "kafka.test")
 }
 
 fn total(port: u16) -> u64 {
-    let (_, body) = http(
-        port,
-        "GET",
-        "/api/v1/executions/search?namespace=kafka.test&size=1",
-        None,
-    )
-    .expect("search");
-    json(&body)["total"].as_u64().unwrap_or(0)
+    common::total_in(port, "kafka.test")
 }
 
 fn wait_for_total(port: u16, n: u64, within: Duration) {

@@ -20,10 +20,7 @@ impl RunnableTask for Fail {
     async fn run(&self, ctx: &dyn RunContext) -> Result<Map<String, Value>, TaskError> {
         if let Some(condition) = &self.condition {
             let rendered = ctx.render("condition", &swoop_core::flow::scalar_text(condition))?;
-            if matches!(
-                rendered.trim().to_ascii_lowercase().as_str(),
-                "" | "false" | "0" | "null" | "no" | "off"
-            ) {
+            if !swoop_core::template::is_truthy(&rendered) {
                 return Ok(Map::new());
             }
         }

@@ -62,39 +62,13 @@ fn payloads(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Every execution of the suite's namespace.
+/// Every execution of the tests' namespace.
 pub fn executions(port: u16) -> Vec<Value> {
-    let mut all = Vec::new();
-    for page in 1.. {
-        let (status, body) = http(
-            port,
-            "GET",
-            &format!("/api/v1/executions/search?namespace=conformance.test&size=1000&page={page}"),
-            None,
-        )
-        .expect("search");
-        assert_eq!(status, 200, "{body}");
-        let results = json(&body)["results"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if results.is_empty() {
-            break;
-        }
-        all.extend(results);
-    }
-    all
+    super::executions_in(port, "conformance.test")
 }
 
 fn total(port: u16) -> u64 {
-    let (_, body) = http(
-        port,
-        "GET",
-        "/api/v1/executions/search?namespace=conformance.test&size=1",
-        None,
-    )
-    .expect("search");
-    json(&body)["total"].as_u64().unwrap_or(0)
+    super::total_in(port, "conformance.test")
 }
 
 fn trigger_status(port: u16) -> Value {

@@ -133,3 +133,29 @@ fn dechunk(mut body: &str) -> String {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// Every execution of a namespace, through the API (all pages).
+pub fn executions_in(port: u16, namespace: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for page in 1.. {
+        let path = format!("/api/v1/executions/search?namespace={namespace}&size=1000&page={page}");
+        let (status, body) = http(port, "GET", &path, None).expect("search");
+        assert_eq!(status, 200, "{body}");
+        let results = json(&body)["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if results.is_empty() {
+            break;
+        }
+        all.extend(results);
+    }
+    all
+}
+
+/// How many executions a namespace has, through the API.
+pub fn total_in(port: u16, namespace: &str) -> u64 {
+    let path = format!("/api/v1/executions/search?namespace={namespace}&size=1");
+    let (_, body) = http(port, "GET", &path, None).expect("search");
+    json(&body)["total"].as_u64().unwrap_or(0)
+}

@@ -25,6 +25,9 @@ use crate::executor::Run;
 use crate::inputs::resolve_inputs;
 use crate::triggers::TriggerSupervisor;
 
+/// How long `shutdown` lets running executions end before leaving them to the next start.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// (namespace, flow id)
 pub type FlowKey = (String, String);
 
@@ -134,11 +137,27 @@ impl Engine {
         &self.registry
     }
 
-    /// Stops triggers and running executions (they stay unfinished in the store and resume at
-    /// the next start), then waits for pending writes.
+    /// Stops the triggers, gives running executions [`SHUTDOWN_GRACE`] to end, then waits for
+    /// pending writes. Executions still running then are not killed: they stay unfinished in
+    /// the store and resume at the next start, as after a crash.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.triggers.stop_all();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut events = self.subscribe();
+        while self.running_count() > 0 {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+            }
+        }
+        let left = self.running_count();
+        if left > 0 {
+            tracing::info!(
+                running = left,
+                "shutting down with executions running: they resume at the next start"
+            );
+        }
         let _ = self.store.flush().await;
     }
 
@@ -396,7 +415,9 @@ impl Engine {
     fn spawn(&self, flow: Arc<Flow>, execution: Execution, hold: Option<Hold>) {
         let live = Arc::new(LiveExecution {
             execution: Mutex::new(execution.clone()),
-            cancel: self.shutdown.child_token(),
+            // Not a child of the engine's shutdown: stopping the engine must not kill
+            // executions, which resume at the next start.
+            cancel: CancellationToken::new(),
         });
         self.live.lock().insert(execution.id.clone(), live.clone());
         let engine = self.arc();

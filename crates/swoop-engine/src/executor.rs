@@ -765,6 +765,9 @@ impl Run {
         };
         let child = match self.engine.execute(request).await {
             Ok(c) => c,
+            // The process is stopping: leave this execution unfinished; it resumes (and starts
+            // its subflow) at the next start.
+            Err(crate::EngineError::ShuttingDown) => std::future::pending().await,
             Err(e) => {
                 return self.fail_task(
                     task,

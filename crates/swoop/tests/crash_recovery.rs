@@ -126,3 +126,56 @@ fn kill_9_then_restart_finishes_every_execution() {
         );
     }
 }
+
+/// A graceful stop (SIGTERM) kills nothing: executions still running after the grace period
+/// stay unfinished and end at the next start.
+#[test]
+fn sigterm_leaves_long_executions_to_the_next_start() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("slow.yml"),
+        FLOW.replace("duration: PT1S", "duration: PT8S"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = Server::start(data.path(), Some(flows.path()), port);
+    let (status, text) = http(
+        port,
+        "POST",
+        "/api/v1/executions/crash.test/slow",
+        Some(("application/json", "{\"n\": 1}")),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let id = json(&text)["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !search(port)["results"][0]["taskRunList"]
+        .as_array()
+        .is_some_and(|runs| runs.iter().any(|t| t["taskId"] == "nap"))
+    {
+        assert!(Instant::now() < deadline, "the execution never reached its Sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful exit: {exit:?}");
+
+    let server = Server::start(data.path(), Some(flows.path()), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(server.port, "GET", &format!("/api/v1/executions/{id}"), None).unwrap();
+        let e = json(&body);
+        match e["state"]["current"].as_str().unwrap() {
+            "SUCCESS" => break,
+            "KILLED" | "FAILED" => panic!("the stop ended the execution: {e}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the execution did not finish after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -6,6 +6,10 @@
 pub mod core;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use swoop_core::Registry;
 
@@ -22,5 +26,9 @@ pub fn registry() -> Registry {
     core::register(&mut registry);
     #[cfg(feature = "kafka")]
     kafka::register(&mut registry);
+    #[cfg(feature = "redis")]
+    redis::register(&mut registry);
+    #[cfg(feature = "mqtt")]
+    mqtt::register(&mut registry);
     registry
 }

@@ -154,7 +154,10 @@ fn sigterm_leaves_long_executions_to_the_next_start() {
         .as_array()
         .is_some_and(|runs| runs.iter().any(|t| t["taskId"] == "nap"))
     {
-        assert!(Instant::now() < deadline, "the execution never reached its Sleep");
+        assert!(
+            Instant::now() < deadline,
+            "the execution never reached its Sleep"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let stopped = std::process::Command::new("kill")
@@ -168,14 +171,23 @@ fn sigterm_leaves_long_executions_to_the_next_start() {
     let server = Server::start(data.path(), Some(flows.path()), port);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, body) = http(server.port, "GET", &format!("/api/v1/executions/{id}"), None).unwrap();
+        let (_, body) = http(
+            server.port,
+            "GET",
+            &format!("/api/v1/executions/{id}"),
+            None,
+        )
+        .unwrap();
         let e = json(&body);
         match e["state"]["current"].as_str().unwrap() {
             "SUCCESS" => break,
             "KILLED" | "FAILED" => panic!("the stop ended the execution: {e}"),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "the execution did not finish after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "the execution did not finish after the restart"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1,0 +1,257 @@
+//! The trigger's properties (Kestra's `url`, `key`, `serdeType`), checked when the flow is
+//! built, and how a popped element is decoded.
+
+use serde_json::Value;
+
+/// How an element is decoded (Kestra's `SerdeType` for Redis: STRING or JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SerdeType {
+    /// The element as text (invalid UTF-8 replaced).
+    #[default]
+    String,
+    /// The element parsed as JSON.
+    Json,
+}
+
+/// The names `serdeType` accepts.
+pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
+
+impl SerdeType {
+    pub fn parse(name: &str) -> Result<SerdeType, String> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "STRING" => Ok(SerdeType::String),
+            "JSON" => Ok(SerdeType::Json),
+            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
+        }
+    }
+
+    /// The element as the `value` variable, and the decode error when it does not decode (the
+    /// raw text is then the value).
+    pub fn decode(self, raw: &[u8]) -> (Value, Option<String>) {
+        match self {
+            SerdeType::String => (
+                Value::String(String::from_utf8_lossy(raw).into_owned()),
+                None,
+            ),
+            SerdeType::Json => match serde_json::from_slice(raw) {
+                Ok(v) => (v, None),
+                Err(e) => (
+                    Value::String(String::from_utf8_lossy(raw).into_owned()),
+                    Some(format!("the element is not valid JSON: {e}")),
+                ),
+            },
+        }
+    }
+}
+
+/// A checked Redis list realtime trigger.
+#[derive(Debug, Clone)]
+pub struct RedisTriggerConfig {
+    /// The connection URL as written (it may hold a password: show [`Self::display_url`]).
+    pub url: String,
+    /// The list popped from.
+    pub key: String,
+    pub serde_type: SerdeType,
+}
+
+impl RedisTriggerConfig {
+    /// Checks the trigger's properties (the whole trigger map).
+    pub fn from_json(v: &Value) -> Result<RedisTriggerConfig, String> {
+        let url = match present(v, "url") {
+            Some(u) => scalar(u, "url")?,
+            None => return Err("`url` is required (such as `redis://localhost:6379/0`)".into()),
+        };
+        no_template("url", &url)?;
+        if url.trim().is_empty() {
+            return Err("`url` is empty".into());
+        }
+        ::redis::Client::open(url.as_str()).map_err(|e| {
+            format!(
+                "`url` `{}` is not a valid Redis URL (such as `redis://localhost:6379/0`): {e}",
+                redact_url(&url)
+            )
+        })?;
+
+        let key = match present(v, "key") {
+            Some(k) => scalar(k, "key")?,
+            None => return Err("`key` (the list to pop from) is required".into()),
+        };
+        no_template("key", &key)?;
+        if key.is_empty() {
+            return Err("`key` is empty".into());
+        }
+
+        let serde_type = match present(v, "serdeType") {
+            Some(s) => SerdeType::parse(&scalar(s, "serdeType")?)?,
+            None => SerdeType::String,
+        };
+        Ok(RedisTriggerConfig {
+            url,
+            key,
+            serde_type,
+        })
+    }
+
+    /// The URL without its password, for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The list holding the elements this trigger took and whose executions are not durable
+    /// yet.
+    pub fn processing_key(&self, consumer_name: &str) -> String {
+        format!("{}:swoop:processing:{consumer_name}", self.key)
+    }
+}
+
+/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        // `redis://secret@host`: a lone userinfo is the password.
+        None if !userinfo.is_empty() => "***".to_string(),
+        None => String::new(),
+    };
+    format!(
+        "{}{redacted}{}{}",
+        &url[..scheme_end],
+        &authority[at..],
+        &rest[authority_end..]
+    )
+}
+
+fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.get(name).filter(|x| !x.is_null())
+}
+
+/// A scalar as text (numbers and booleans too).
+fn scalar(v: &Value, what: &str) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("`{what}` must be text, got {other}")),
+    }
+}
+
+fn no_template(what: &str, value: &str) -> Result<(), String> {
+    if value.contains("{{") || value.contains("{%") {
+        Err(format!(
+            "`{what}` is a template; the Redis trigger's properties are not rendered, write the value itself"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(patch: Value) -> Value {
+        let mut v = json!({
+            "id": "t",
+            "type": "io.kestra.plugin.redis.list.RealtimeTrigger",
+            "url": "redis://localhost:6379/0",
+            "key": "orders",
+        });
+        for (k, x) in patch.as_object().unwrap() {
+            if x.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = x.clone();
+            }
+        }
+        v
+    }
+
+    fn err(patch: Value) -> String {
+        RedisTriggerConfig::from_json(&with(patch)).unwrap_err()
+    }
+
+    fn ok(patch: Value) -> RedisTriggerConfig {
+        RedisTriggerConfig::from_json(&with(patch)).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok(json!({}));
+        assert_eq!(c.url, "redis://localhost:6379/0");
+        assert_eq!(c.key, "orders");
+        assert_eq!(c.serde_type, SerdeType::String);
+        assert_eq!(
+            c.processing_key("ns/flow/events"),
+            "orders:swoop:processing:ns/flow/events"
+        );
+    }
+
+    #[test]
+    fn url_and_key_are_required() {
+        assert!(err(json!({"url": null})).contains("`url` is required"));
+        assert!(err(json!({"key": null})).contains("`key` (the list to pop from) is required"));
+        assert!(err(json!({"url": ""})).contains("empty"));
+        assert!(err(json!({"key": ""})).contains("empty"));
+        assert!(err(json!({"key": ["a"]})).contains("must be text"));
+    }
+
+    #[test]
+    fn invalid_urls_are_refused_without_their_password() {
+        let e = err(json!({"url": "http://u:hunter2@localhost:6379"}));
+        assert!(e.contains("not a valid Redis URL"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(err(json!({"url": "localhost:6379"})).contains("not a valid Redis URL"));
+        assert!(err(json!({"url": "{{ secret('REDIS') }}"})).contains("`url` is a template"));
+    }
+
+    #[test]
+    fn serde_types() {
+        assert_eq!(ok(json!({"serdeType": "JSON"})).serde_type, SerdeType::Json);
+        assert_eq!(
+            ok(json!({"serdeType": "string"})).serde_type,
+            SerdeType::String
+        );
+        let e = err(json!({"serdeType": "AVRO"}));
+        assert_eq!(e, "`serdeType` must be STRING or JSON, got `AVRO`");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:secret@host/0"), "redis://:***@host/0");
+        assert_eq!(redact_url("redis://secret@host"), "redis://***@host");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(SerdeType::String.decode(b"hello"), (json!("hello"), None));
+        assert_eq!(
+            SerdeType::Json.decode(br#"{"n": 1}"#),
+            (json!({"n": 1}), None)
+        );
+        let (v, e) = SerdeType::Json.decode(b"this is { not json");
+        assert_eq!(v, json!("this is { not json"));
+        assert!(e.unwrap().contains("not valid JSON"));
+        let (v, e) = SerdeType::String.decode(&[0xff, b'a']);
+        assert_eq!(v, json!("\u{fffd}a"));
+        assert!(e.is_none());
+    }
+}

@@ -9,6 +9,8 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+[ -x /usr/sbin/nats-server ] || need+=(nats-server)
+[ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -2,12 +2,16 @@
 //! each adding its types to the registry in [`registry`] — the one explicit list of everything
 //! this build knows.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(feature = "core")]
 pub mod core;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -30,5 +34,9 @@ pub fn registry() -> Registry {
     redis::register(&mut registry);
     #[cfg(feature = "mqtt")]
     mqtt::register(&mut registry);
+    #[cfg(feature = "nats")]
+    nats::register(&mut registry);
+    #[cfg(feature = "amqp")]
+    amqp::register(&mut registry);
     registry
 }

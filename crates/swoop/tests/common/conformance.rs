@@ -255,6 +255,119 @@ pub fn max_in_flight_bounds_executions(fixture: &mut dyn SourceFixture) {
     }
 }
 
+/// Not a check but a benchmark, run by hand (`cargo test --release -p swoop --test
+/// <source>_conformance bench_fixed_rate -- --ignored --nocapture`): publishes `RATE` events/s
+/// for `SECONDS` s (in 10 ms batches), each carrying its send time, then a burst of `BURST`
+/// events in one go; prints the send→RUNNING latency percentiles of the paced events (from the
+/// executions' histories) and the executions/s sustained over the burst.
+pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
+    let rate: usize = std::env::var("RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    let seconds: usize = std::env::var("SECONDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let channel = "conf-bench";
+    let flow_yaml = flow(fixture, channel, "", "");
+    let (server, _d, _f) = start(fixture, channel, &flow_yaml);
+    wait_until("the trigger runs", Duration::from_secs(30), || {
+        trigger_status(server.port)["state"] == "RUNNING"
+    });
+    let now_us = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+    };
+    let per_batch = (rate / 100).max(1);
+    let total_events = rate * seconds;
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut batch_no = 0u32;
+    while sent < total_events {
+        let due = started + Duration::from_millis(10) * batch_no;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait); // pacing the load generator, not synchronisation
+        }
+        let t = now_us();
+        let batch: Vec<Vec<u8>> = (sent..(sent + per_batch).min(total_events))
+            .map(|n| format!(r#"{{"n": {n}, "sent_us": {t}}}"#).into_bytes())
+            .collect();
+        sent += batch.len();
+        fixture.publish(channel, &batch);
+        batch_no += 1;
+    }
+    // Then a burst, published in one go, for the sustained rate.
+    let burst: usize = std::env::var("BURST")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20_000);
+    let burst_events: Vec<Vec<u8>> = (total_events..total_events + burst)
+        .map(|n| format!(r#"{{"n": {n}, "burst": true}}"#).into_bytes())
+        .collect();
+    fixture.publish(channel, &burst_events);
+    let total_events = total_events + burst;
+    wait_until(
+        "every event has an execution",
+        Duration::from_secs(300),
+        || total(server.port) >= total_events as u64,
+    );
+    wait_until("all end", Duration::from_secs(120), || {
+        executions(server.port)
+            .iter()
+            .all(|e| e["state"]["current"] == "SUCCESS")
+    });
+    let execs = executions(server.port);
+    let date_us = |v: &Value| {
+        v.as_str()
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.timestamp_micros())
+    };
+    let mut latencies = Vec::new();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for e in &execs {
+        let payload = &e["trigger"]["variables"][fixture.payload_variable()];
+        let payload = match payload {
+            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let histories = e["state"]["histories"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let at = |state: &str| {
+            histories
+                .iter()
+                .find(|h| h["state"] == state)
+                .and_then(|h| date_us(&h["date"]))
+        };
+        if let (Some(sent), Some(running)) = (payload["sent_us"].as_i64(), at("RUNNING")) {
+            latencies.push((running - sent) as f64 / 1000.0);
+        }
+        if payload["burst"] == true {
+            if let Some(c) = at("CREATED") {
+                first = first.min(c);
+            }
+            if let Some(end) = at("SUCCESS") {
+                last = last.max(end);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((p / 100.0) * (latencies.len() - 1) as f64).round() as usize];
+    println!(
+        "{} events at {rate}/s: send→RUNNING p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; \
+         a burst of {burst}: {:.0} executions/s sustained",
+        latencies.len(),
+        pct(50.0),
+        pct(99.0),
+        pct(99.9),
+        burst as f64 / ((last - first) as f64 / 1e6)
+    );
+}
+
 /// One `#[test]` per check of the suite for a fixture constructor.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -278,6 +391,11 @@ macro_rules! conformance_tests {
         #[test]
         fn max_in_flight_bounds_executions() {
             common::conformance::max_in_flight_bounds_executions(&mut $make);
+        }
+        #[test]
+        #[ignore = "a benchmark, run by hand with --ignored --nocapture (RATE, SECONDS)"]
+        fn bench_fixed_rate() {
+            common::conformance::bench_fixed_rate(&mut $make);
         }
     };
 }

@@ -1,0 +1,371 @@
+//! The trigger's properties (Kestra's `url`, `host`, `port`, `username`, `password`,
+//! `virtualHost`, `queue`, `consumerTag`, `serdeType`), checked when the flow is built, and the
+//! decoding of a message body.
+
+use lapin::uri::{AMQPScheme, AMQPUri};
+use serde_json::Value;
+
+/// How a message body is decoded (Kestra's AMQP `SerdeType`: STRING or JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SerdeType {
+    /// The body as text (invalid UTF-8 replaced; Kestra's default).
+    #[default]
+    String,
+    /// The body parsed as JSON.
+    Json,
+}
+
+/// The names `serdeType` accepts.
+pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
+
+impl SerdeType {
+    pub fn parse(name: &str) -> Result<SerdeType, String> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "STRING" => Ok(SerdeType::String),
+            "JSON" => Ok(SerdeType::Json),
+            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
+        }
+    }
+
+    /// The body as the `data` variable, and the decode error when it does not decode (the raw
+    /// text is then the data).
+    pub fn decode(self, raw: &[u8]) -> (Value, Option<String>) {
+        match self {
+            SerdeType::String => (
+                Value::String(String::from_utf8_lossy(raw).into_owned()),
+                None,
+            ),
+            SerdeType::Json => match serde_json::from_slice(raw) {
+                Ok(v) => (v, None),
+                Err(e) => (
+                    Value::String(String::from_utf8_lossy(raw).into_owned()),
+                    Some(format!("the message is not valid JSON: {e}")),
+                ),
+            },
+        }
+    }
+}
+
+/// The default AMQP port.
+pub const DEFAULT_PORT: u16 = 5672;
+
+/// A checked AMQP realtime trigger.
+#[derive(Debug, Clone)]
+pub struct AmqpTriggerConfig {
+    /// Where to connect (host, port, credentials, virtual host), from `url` and the separate
+    /// properties (which win, as in Kestra).
+    pub uri: AMQPUri,
+    /// The queue consumed (it must exist: the trigger does not declare it).
+    pub queue: String,
+    /// The consumer tag; when unset, one derived from the trigger's uid.
+    pub consumer_tag: Option<String>,
+    pub serde_type: SerdeType,
+}
+
+impl AmqpTriggerConfig {
+    /// Checks the trigger's properties (the whole trigger map).
+    pub fn from_json(v: &Value) -> Result<AmqpTriggerConfig, String> {
+        let mut uri = match present(v, "url") {
+            Some(u) => {
+                let url = scalar(u, "url")?;
+                no_template("url", &url)?;
+                let url = url.trim();
+                if url.is_empty() {
+                    return Err("`url` is empty".into());
+                }
+                if url.starts_with("amqps://") {
+                    return Err("`url`: `amqps://` (TLS) is not supported yet".into());
+                }
+                url.parse::<AMQPUri>().map_err(|e| {
+                    format!(
+                        "`url` `{}` is not a valid AMQP URI (such as `amqp://guest:guest@localhost:5672/%2f`): {e}",
+                        redact_url(url)
+                    )
+                })?
+            }
+            None => {
+                if present(v, "host").is_none() {
+                    return Err(
+                        "`url` (such as `amqp://guest:guest@localhost:5672/%2f`) or `host` is required"
+                            .into(),
+                    );
+                }
+                AMQPUri::default()
+            }
+        };
+        if uri.scheme != AMQPScheme::AMQP {
+            return Err("`url`: `amqps://` (TLS) is not supported yet".into());
+        }
+        if let Some(host) = optional_text(v, "host")? {
+            if host.trim().is_empty() {
+                return Err("`host` is empty".into());
+            }
+            uri.authority.host = host.trim().to_string();
+        }
+        if let Some(port) = optional_text(v, "port")? {
+            uri.authority.port = port
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`port` must be a port number, got `{port}`"))?;
+        }
+        if let Some(username) = optional_text(v, "username")? {
+            uri.authority.userinfo.username = username;
+        }
+        if let Some(password) = optional_text(v, "password")? {
+            uri.authority.userinfo.password = password;
+        }
+        if let Some(vhost) = optional_text(v, "virtualHost")? {
+            uri.vhost = vhost;
+        }
+
+        let queue = match present(v, "queue") {
+            Some(q) => scalar(q, "queue")?,
+            None => return Err("`queue` (the queue to consume) is required".into()),
+        };
+        no_template("queue", &queue)?;
+        if queue.is_empty() {
+            return Err("`queue` is empty".into());
+        }
+        if queue.len() > 255 {
+            return Err("`queue` is longer than 255 bytes".into());
+        }
+
+        let consumer_tag = optional_text(v, "consumerTag")?;
+        if let Some(tag) = &consumer_tag {
+            if tag.is_empty() {
+                return Err("`consumerTag` is empty".into());
+            }
+            if tag.len() > 255 {
+                return Err("`consumerTag` is longer than 255 bytes".into());
+            }
+        }
+
+        if let Some(auto_ack) = present(v, "autoAck") {
+            let on = match auto_ack {
+                Value::Bool(b) => *b,
+                other => scalar(other, "autoAck")?
+                    .trim()
+                    .eq_ignore_ascii_case("true"),
+            };
+            if on {
+                return Err("`autoAck: true` is not supported: swoop acknowledges each message only once its execution is stored, so that nothing is lost if swoop stops (remove `autoAck`)".into());
+            }
+        }
+
+        let serde_type = match present(v, "serdeType") {
+            Some(s) => SerdeType::parse(&scalar(s, "serdeType")?)?,
+            None => SerdeType::String,
+        };
+        Ok(AmqpTriggerConfig {
+            uri,
+            queue,
+            consumer_tag,
+            serde_type,
+        })
+    }
+
+    /// Where the trigger connects, without the password, for messages.
+    pub fn display_address(&self) -> String {
+        let a = &self.uri.authority;
+        format!(
+            "amqp://{}@{}:{}/{}",
+            a.userinfo.username,
+            a.host,
+            a.port,
+            percent_encode(&self.uri.vhost)
+        )
+    }
+
+    /// The consumer tag: `consumerTag`, or `swoop:` and the trigger's uid.
+    pub fn consumer_tag_for(&self, consumer_name: &str) -> String {
+        match &self.consumer_tag {
+            Some(tag) => tag.clone(),
+            None => {
+                let mut tag = format!("swoop:{consumer_name}");
+                while tag.len() > 255 {
+                    tag.pop();
+                }
+                tag
+            }
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// `amqp://user:secret@host:5672/vhost` → `amqp://user:***@host:5672/vhost`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => userinfo.to_string(),
+    };
+    format!(
+        "{}{redacted}{}{}",
+        &url[..scheme_end],
+        &authority[at..],
+        &rest[authority_end..]
+    )
+}
+
+fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.get(name).filter(|x| !x.is_null())
+}
+
+fn optional_text(v: &Value, name: &str) -> Result<Option<String>, String> {
+    match present(v, name) {
+        None => Ok(None),
+        Some(x) => {
+            let text = scalar(x, name)?;
+            no_template(name, &text)?;
+            Ok(Some(text))
+        }
+    }
+}
+
+/// A scalar as text (numbers and booleans too).
+fn scalar(v: &Value, what: &str) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("`{what}` must be text, got {other}")),
+    }
+}
+
+fn no_template(what: &str, value: &str) -> Result<(), String> {
+    if value.contains("{{") || value.contains("{%") {
+        Err(format!(
+            "`{what}` is a template; the AMQP trigger's properties are not rendered, write the value itself"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(patch: Value) -> Value {
+        let mut v = json!({
+            "id": "t",
+            "type": "io.kestra.plugin.amqp.RealtimeTrigger",
+            "url": "amqp://guest:guest@localhost:5672/%2f",
+            "queue": "orders",
+        });
+        for (k, x) in patch.as_object().unwrap() {
+            if x.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = x.clone();
+            }
+        }
+        v
+    }
+
+    fn err(patch: Value) -> String {
+        AmqpTriggerConfig::from_json(&with(patch)).unwrap_err()
+    }
+
+    fn ok(patch: Value) -> AmqpTriggerConfig {
+        AmqpTriggerConfig::from_json(&with(patch)).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok(json!({}));
+        assert_eq!(c.uri.authority.host, "localhost");
+        assert_eq!(c.uri.authority.port, 5672);
+        assert_eq!(c.uri.authority.userinfo.username, "guest");
+        assert_eq!(c.uri.vhost, "/");
+        assert_eq!(c.queue, "orders");
+        assert_eq!(c.serde_type, SerdeType::String);
+        assert_eq!(c.consumer_tag_for("ns/flow/t"), "swoop:ns/flow/t");
+        assert_eq!(c.display_address(), "amqp://guest@localhost:5672/%2f");
+    }
+
+    #[test]
+    fn separate_properties() {
+        let c = ok(
+            json!({"url": null, "host": "rabbit", "port": 5673, "username": "u",
+            "password": "p", "virtualHost": "shop", "consumerTag": "me"}),
+        );
+        assert_eq!(c.uri.authority.host, "rabbit");
+        assert_eq!(c.uri.authority.port, 5673);
+        assert_eq!(c.uri.authority.userinfo.username, "u");
+        assert_eq!(c.uri.authority.userinfo.password, "p");
+        assert_eq!(c.uri.vhost, "shop");
+        assert_eq!(c.consumer_tag_for("x"), "me");
+        let c = ok(json!({"url": null, "host": "rabbit"}));
+        assert_eq!(c.uri.authority.port, DEFAULT_PORT);
+        assert_eq!(c.uri.vhost, "/");
+        // The separate properties win over the URL.
+        let c = ok(json!({"port": "6000"}));
+        assert_eq!(c.uri.authority.port, 6000);
+    }
+
+    #[test]
+    fn problems() {
+        assert!(err(json!({"url": null})).contains("or `host` is required"));
+        assert!(err(json!({"queue": null})).contains("`queue`"));
+        assert!(err(json!({"queue": ""})).contains("empty"));
+        assert!(err(json!({"port": "abc"})).contains("port number"));
+        assert!(err(json!({"port": 0})).contains("port number"));
+        assert!(err(json!({"url": "amqps://localhost"})).contains("TLS"));
+        let e = err(json!({"url": "http://u:hunter2@localhost"}));
+        assert!(e.contains("not a valid AMQP URI"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(err(json!({"url": "{{ secret('AMQP') }}"})).contains("template"));
+        assert!(err(json!({"autoAck": true})).contains("`autoAck: true` is not supported"));
+        assert!(ok(json!({"autoAck": false})).consumer_tag.is_none());
+        assert_eq!(
+            err(json!({"serdeType": "AVRO"})),
+            "`serdeType` must be STRING or JSON, got `AVRO`"
+        );
+        assert_eq!(ok(json!({"serdeType": "json"})).serde_type, SerdeType::Json);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:secret@host:5672/v"),
+            "amqp://user:***@host:5672/v"
+        );
+        assert_eq!(redact_url("amqp://host"), "amqp://host");
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(SerdeType::String.decode(b"hello"), (json!("hello"), None));
+        assert_eq!(
+            SerdeType::Json.decode(br#"{"n": 1}"#),
+            (json!({"n": 1}), None)
+        );
+        let (v, e) = SerdeType::Json.decode(b"this is { not json");
+        assert_eq!(v, json!("this is { not json"));
+        assert!(e.unwrap().contains("not valid JSON"));
+    }
+}

@@ -15,6 +15,8 @@ pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+pub mod props;
+
 use swoop_core::Registry;
 
 /// Every task and trigger type of this build.

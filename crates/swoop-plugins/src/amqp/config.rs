@@ -2,8 +2,12 @@
 //! `virtualHost`, `queue`, `consumerTag`, `serdeType`), checked when the flow is built, and the
 //! decoding of a message body.
 
+use crate::props::{no_template, optional_text, present, scalar};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde_json::Value;
+
+/// How errors name this source.
+const SOURCE: &str = "AMQP";
 
 /// How a message body is decoded (Kestra's AMQP `SerdeType`: STRING or JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,7 +72,7 @@ impl AmqpTriggerConfig {
         let mut uri = match present(v, "url") {
             Some(u) => {
                 let url = scalar(u, "url")?;
-                no_template("url", &url)?;
+                no_template(SOURCE, "url", &url)?;
                 let url = url.trim();
                 if url.is_empty() {
                     return Err("`url` is empty".into());
@@ -96,13 +100,13 @@ impl AmqpTriggerConfig {
         if uri.scheme != AMQPScheme::AMQP {
             return Err("`url`: `amqps://` (TLS) is not supported yet".into());
         }
-        if let Some(host) = optional_text(v, "host")? {
+        if let Some(host) = optional_text(SOURCE, v, "host")? {
             if host.trim().is_empty() {
                 return Err("`host` is empty".into());
             }
             uri.authority.host = host.trim().to_string();
         }
-        if let Some(port) = optional_text(v, "port")? {
+        if let Some(port) = optional_text(SOURCE, v, "port")? {
             uri.authority.port = port
                 .trim()
                 .parse::<u16>()
@@ -110,13 +114,13 @@ impl AmqpTriggerConfig {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| format!("`port` must be a port number, got `{port}`"))?;
         }
-        if let Some(username) = optional_text(v, "username")? {
+        if let Some(username) = optional_text(SOURCE, v, "username")? {
             uri.authority.userinfo.username = username;
         }
-        if let Some(password) = optional_text(v, "password")? {
+        if let Some(password) = optional_text(SOURCE, v, "password")? {
             uri.authority.userinfo.password = password;
         }
-        if let Some(vhost) = optional_text(v, "virtualHost")? {
+        if let Some(vhost) = optional_text(SOURCE, v, "virtualHost")? {
             uri.vhost = vhost;
         }
 
@@ -124,7 +128,7 @@ impl AmqpTriggerConfig {
             Some(q) => scalar(q, "queue")?,
             None => return Err("`queue` (the queue to consume) is required".into()),
         };
-        no_template("queue", &queue)?;
+        no_template(SOURCE, "queue", &queue)?;
         if queue.is_empty() {
             return Err("`queue` is empty".into());
         }
@@ -132,7 +136,7 @@ impl AmqpTriggerConfig {
             return Err("`queue` is longer than 255 bytes".into());
         }
 
-        let consumer_tag = optional_text(v, "consumerTag")?;
+        let consumer_tag = optional_text(SOURCE, v, "consumerTag")?;
         if let Some(tag) = &consumer_tag {
             if tag.is_empty() {
                 return Err("`consumerTag` is empty".into());
@@ -227,41 +231,6 @@ pub fn redact_url(url: &str) -> String {
         &authority[at..],
         &rest[authority_end..]
     )
-}
-
-fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.get(name).filter(|x| !x.is_null())
-}
-
-fn optional_text(v: &Value, name: &str) -> Result<Option<String>, String> {
-    match present(v, name) {
-        None => Ok(None),
-        Some(x) => {
-            let text = scalar(x, name)?;
-            no_template(name, &text)?;
-            Ok(Some(text))
-        }
-    }
-}
-
-/// A scalar as text (numbers and booleans too).
-fn scalar(v: &Value, what: &str) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("`{what}` must be text, got {other}")),
-    }
-}
-
-fn no_template(what: &str, value: &str) -> Result<(), String> {
-    if value.contains("{{") || value.contains("{%") {
-        Err(format!(
-            "`{what}` is a template; the AMQP trigger's properties are not rendered, write the value itself"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ use rdkafka::error::KafkaError;
 use serde_json::Value;
 
 use super::serde::Deserializer;
+use crate::props::{no_template, present, scalar};
+
+/// How errors name this source.
+const SOURCE: &str = "Kafka";
 
 /// What the consumer subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +164,7 @@ impl KafkaTriggerConfig {
                     return Err("`topic` is an empty list".into());
                 }
                 for t in &topics {
-                    no_template("topic", t)?;
+                    no_template(SOURCE, "topic", t)?;
                     check_topic_name(t, "topic")?;
                 }
                 let mut unique = topics.clone();
@@ -173,7 +177,7 @@ impl KafkaTriggerConfig {
             }
             (None, Some(pattern)) => {
                 let pattern = scalar(pattern, "topicPattern")?;
-                no_template("topicPattern", &pattern)?;
+                no_template(SOURCE, "topicPattern", &pattern)?;
                 if pattern.trim().is_empty() {
                     return Err("`topicPattern` is empty".into());
                 }
@@ -185,7 +189,7 @@ impl KafkaTriggerConfig {
             Some(g) => scalar(g, "groupId")?,
             None => return Err("`groupId` is required".into()),
         };
-        no_template("groupId", &group_id)?;
+        no_template(SOURCE, "groupId", &group_id)?;
         if group_id.trim().is_empty() {
             return Err("`groupId` is empty".into());
         }
@@ -231,7 +235,7 @@ impl KafkaTriggerConfig {
         let header_filters: Vec<(String, String)> =
             string_map(v, "headerFilters")?.into_iter().collect();
         for (name, value) in &header_filters {
-            no_template(&format!("headerFilters.{name}"), value)?;
+            no_template(SOURCE, &format!("headerFilters.{name}"), value)?;
         }
 
         let on_serde_error = on_serde_error(present(v, "onSerdeError"))?;
@@ -352,30 +356,6 @@ pub fn config_error(e: &KafkaError) -> String {
     }
 }
 
-fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.get(name).filter(|x| !x.is_null())
-}
-
-/// A scalar as text (numbers and booleans too).
-fn scalar(v: &Value, what: &str) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("`{what}` must be text, got {other}")),
-    }
-}
-
-fn no_template(what: &str, value: &str) -> Result<(), String> {
-    if value.contains("{{") || value.contains("{%") {
-        Err(format!(
-            "`{what}` is a template; the Kafka trigger's properties are not rendered, write the value itself"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 fn check_topic_name(topic: &str, what: &str) -> Result<(), String> {
     let valid = !topic.is_empty()
         && topic.len() <= 249
@@ -422,7 +402,7 @@ fn client_properties(
         }
     }
     for (key, value) in &properties {
-        no_template(&format!("properties.{key}"), value)?;
+        no_template(SOURCE, &format!("properties.{key}"), value)?;
     }
     match properties.get("bootstrap.servers") {
         None => {
@@ -519,7 +499,7 @@ fn on_serde_error(v: Option<&Value>) -> Result<OnSerdeError, String> {
             let topic = topic.ok_or(
                 "`onSerdeError: DLQ` needs a `topic`: write `onSerdeError: {type: DLQ, topic: <topic>}`",
             )?;
-            no_template("onSerdeError.topic", &topic)?;
+            no_template(SOURCE, "onSerdeError.topic", &topic)?;
             check_topic_name(&topic, "onSerdeError.topic")?;
             Ok(OnSerdeError::Dlq { topic })
         }

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use crate::props::{no_template, optional_text, present, scalar};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
+
+/// How errors name this source.
+const SOURCE: &str = "MQTT";
 
 /// How a payload is decoded (Kestra's MQTT `SerdeType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +119,7 @@ impl MqttTriggerConfig {
             Some(s) => scalar(s, "server")?,
             None => return Err("`server` is required (such as `tcp://localhost:1883`)".into()),
         };
-        no_template("server", &server)?;
+        no_template(SOURCE, "server", &server)?;
         let (host, port) = parse_server(&server)?;
 
         let version = match present(v, "mqttVersion") {
@@ -150,7 +154,7 @@ impl MqttTriggerConfig {
         let client_id = match present(v, "clientId") {
             Some(c) => {
                 let c = scalar(c, "clientId")?;
-                no_template("clientId", &c)?;
+                no_template(SOURCE, "clientId", &c)?;
                 if c.trim().is_empty() {
                     return Err("`clientId` is empty".into());
                 }
@@ -171,7 +175,7 @@ impl MqttTriggerConfig {
             return Err("`topic` is an empty list".into());
         }
         for t in &topics {
-            no_template("topic", t)?;
+            no_template(SOURCE, "topic", t)?;
             check_topic_filter(t)?;
         }
         let mut unique = topics.clone();
@@ -193,8 +197,8 @@ impl MqttTriggerConfig {
             }
         };
 
-        let username = optional_text(v, "username")?;
-        let password = optional_text(v, "password")?;
+        let username = optional_text(SOURCE, v, "username")?;
+        let password = optional_text(SOURCE, v, "password")?;
         if password.is_some() && username.is_none() {
             return Err("`password` is set without `username`".into());
         }
@@ -326,41 +330,6 @@ fn check_topic_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.get(name).filter(|x| !x.is_null())
-}
-
-/// A scalar as text (numbers and booleans too).
-fn scalar(v: &Value, what: &str) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("`{what}` must be text, got {other}")),
-    }
-}
-
-fn optional_text(v: &Value, name: &str) -> Result<Option<String>, String> {
-    match present(v, name) {
-        None => Ok(None),
-        Some(x) => {
-            let s = scalar(x, name)?;
-            no_template(name, &s)?;
-            Ok(Some(s))
-        }
-    }
-}
-
-fn no_template(what: &str, value: &str) -> Result<(), String> {
-    if value.contains("{{") || value.contains("{%") {
-        Err(format!(
-            "`{what}` is a template; the MQTT trigger's properties are not rendered, write the value itself"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,12 @@
 
 use std::str::FromStr;
 
+use crate::props::{no_template, optional_text, present, scalar};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+/// How errors name this source.
+const SOURCE: &str = "NATS";
 
 /// How a message's data is decoded into the `data` variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,7 +105,7 @@ impl NatsTriggerConfig {
             Some(u) => scalar(u, "url")?,
             None => return Err("`url` is required (such as `nats://localhost:4222`)".into()),
         };
-        no_template("url", &url)?;
+        no_template(SOURCE, "url", &url)?;
         let servers: Vec<String> = url
             .split(',')
             .map(|s| s.trim().to_string())
@@ -120,9 +124,9 @@ impl NatsTriggerConfig {
                     .into(),
             );
         }
-        let username = optional_text(v, "username")?;
-        let password = optional_text(v, "password")?;
-        let token = optional_text(v, "token")?;
+        let username = optional_text(SOURCE, v, "username")?;
+        let password = optional_text(SOURCE, v, "password")?;
+        let token = optional_text(SOURCE, v, "token")?;
         if password.is_some() && username.is_none() {
             return Err("`password` is set without `username`".into());
         }
@@ -134,10 +138,10 @@ impl NatsTriggerConfig {
             Some(s) => scalar(s, "subject")?,
             None => return Err("`subject` is required (such as `orders.>`)".into()),
         };
-        no_template("subject", &subject)?;
+        no_template(SOURCE, "subject", &subject)?;
         check_subject(&subject)?;
 
-        let durable_id = match optional_text(v, "durableId")? {
+        let durable_id = match optional_text(SOURCE, v, "durableId")? {
             Some(d) => {
                 check_durable(&d)?;
                 Some(d)
@@ -145,7 +149,7 @@ impl NatsTriggerConfig {
             None => None,
         };
 
-        let since = match optional_text(v, "since")? {
+        let since = match optional_text(SOURCE, v, "since")? {
             Some(s) => Some(
                 DateTime::parse_from_rfc3339(s.trim())
                     .map_err(|e| {
@@ -334,41 +338,6 @@ fn check_durable(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.get(name).filter(|x| !x.is_null())
-}
-
-/// A scalar as text (numbers and booleans too).
-fn scalar(v: &Value, what: &str) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("`{what}` must be text, got {other}")),
-    }
-}
-
-fn optional_text(v: &Value, name: &str) -> Result<Option<String>, String> {
-    match present(v, name) {
-        None => Ok(None),
-        Some(x) => {
-            let s = scalar(x, name)?;
-            no_template(name, &s)?;
-            Ok(Some(s))
-        }
-    }
-}
-
-fn no_template(what: &str, value: &str) -> Result<(), String> {
-    if value.contains("{{") || value.contains("{%") {
-        Err(format!(
-            "`{what}` is a template; the NATS trigger's properties are not rendered, write the value itself"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

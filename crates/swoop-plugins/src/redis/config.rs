@@ -1,7 +1,11 @@
 //! The trigger's properties (Kestra's `url`, `key`, `serdeType`), checked when the flow is
 //! built, and how a popped element is decoded.
 
+use crate::props::{no_template, present, scalar};
 use serde_json::Value;
+
+/// How errors name this source.
+const SOURCE: &str = "Redis";
 
 /// How an element is decoded (Kestra's `SerdeType` for Redis: STRING or JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +65,7 @@ impl RedisTriggerConfig {
             Some(u) => scalar(u, "url")?,
             None => return Err("`url` is required (such as `redis://localhost:6379/0`)".into()),
         };
-        no_template("url", &url)?;
+        no_template(SOURCE, "url", &url)?;
         if url.trim().is_empty() {
             return Err("`url` is empty".into());
         }
@@ -76,7 +80,7 @@ impl RedisTriggerConfig {
             Some(k) => scalar(k, "key")?,
             None => return Err("`key` (the list to pop from) is required".into()),
         };
-        no_template("key", &key)?;
+        no_template(SOURCE, "key", &key)?;
         if key.is_empty() {
             return Err("`key` is empty".into());
         }
@@ -128,30 +132,6 @@ pub fn redact_url(url: &str) -> String {
         &authority[at..],
         &rest[authority_end..]
     )
-}
-
-fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.get(name).filter(|x| !x.is_null())
-}
-
-/// A scalar as text (numbers and booleans too).
-fn scalar(v: &Value, what: &str) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("`{what}` must be text, got {other}")),
-    }
-}
-
-fn no_template(what: &str, value: &str) -> Result<(), String> {
-    if value.contains("{{") || value.contains("{%") {
-        Err(format!(
-            "`{what}` is a template; the Redis trigger's properties are not rendered, write the value itself"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

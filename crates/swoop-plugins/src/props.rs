@@ -42,6 +42,21 @@ pub fn optional_text(source: &str, v: &Value, name: &str) -> Result<Option<Strin
     }
 }
 
+/// For tests: `base` with `patch` applied (a null in `patch` removes the property).
+#[cfg(test)]
+pub(crate) fn patched(mut base: Value, patch: Value) -> Value {
+    if let (Some(target), Some(changes)) = (base.as_object_mut(), patch.as_object()) {
+        for (k, x) in changes {
+            if x.is_null() {
+                target.remove(k);
+            } else {
+                target.insert(k.clone(), x.clone());
+            }
+        }
+    }
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -349,14 +349,7 @@ mod tests {
 
     fn with(patch: Value) -> Value {
         let mut v = base();
-        for (k, x) in patch.as_object().unwrap() {
-            if x.is_null() {
-                v.as_object_mut().unwrap().remove(k);
-            } else {
-                v[k] = x.clone();
-            }
-        }
-        v
+        crate::props::patched(v, patch)
     }
 
     fn err(patch: Value) -> String {

@@ -140,20 +140,13 @@ mod tests {
     use serde_json::json;
 
     fn with(patch: Value) -> Value {
-        let mut v = json!({
+        let v = json!({
             "id": "t",
             "type": "io.kestra.plugin.redis.list.RealtimeTrigger",
             "url": "redis://localhost:6379/0",
             "key": "orders",
         });
-        for (k, x) in patch.as_object().unwrap() {
-            if x.is_null() {
-                v.as_object_mut().unwrap().remove(k);
-            } else {
-                v[k] = x.clone();
-            }
-        }
-        v
+        crate::props::patched(v, patch)
     }
 
     fn err(patch: Value) -> String {

@@ -348,7 +348,7 @@ mod tests {
     }
 
     fn with(patch: Value) -> Value {
-        let mut v = base();
+        let v = base();
         crate::props::patched(v, patch)
     }
 

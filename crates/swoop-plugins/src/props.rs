@@ -42,6 +42,43 @@ pub fn optional_text(source: &str, v: &Value, name: &str) -> Result<Option<Strin
     }
 }
 
+/// How a text payload becomes its trigger variable (`serdeType` of the sources that offer
+/// STRING and JSON: AMQP, NATS, Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SerdeType {
+    /// UTF-8 text, invalid bytes replaced (the default).
+    #[default]
+    String,
+    /// Parsed as JSON; a payload that is not JSON makes a FAILED execution holding the raw text.
+    Json,
+}
+
+/// The names `serdeType` accepts.
+pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
+
+impl SerdeType {
+    pub fn parse(name: &str) -> Result<SerdeType, String> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "STRING" => Ok(SerdeType::String),
+            "JSON" => Ok(SerdeType::Json),
+            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
+        }
+    }
+
+    /// The payload as its variable, and the decode error when it does not decode (the raw text
+    /// is then the value). `subject` names the payload in the error (`the message`).
+    pub fn decode(self, raw: &[u8], subject: &str) -> (Value, Option<String>) {
+        let text = || Value::String(String::from_utf8_lossy(raw).into_owned());
+        match self {
+            SerdeType::String => (text(), None),
+            SerdeType::Json => match serde_json::from_slice(raw) {
+                Ok(v) => (v, None),
+                Err(e) => (text(), Some(format!("{subject} is not valid JSON: {e}"))),
+            },
+        }
+    }
+}
+
 /// For tests: `base` with `patch` applied (a null in `patch` removes the property).
 #[cfg(test)]
 pub(crate) fn patched(mut base: Value, patch: Value) -> Value {

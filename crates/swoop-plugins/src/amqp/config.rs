@@ -2,53 +2,13 @@
 //! `virtualHost`, `queue`, `consumerTag`, `serdeType`), checked when the flow is built, and the
 //! decoding of a message body.
 
+pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
 use crate::props::{no_template, optional_text, present, scalar};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde_json::Value;
 
 /// How errors name this source.
 const SOURCE: &str = "AMQP";
-
-/// How a message body is decoded (Kestra's AMQP `SerdeType`: STRING or JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SerdeType {
-    /// The body as text (invalid UTF-8 replaced; Kestra's default).
-    #[default]
-    String,
-    /// The body parsed as JSON.
-    Json,
-}
-
-/// The names `serdeType` accepts.
-pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
-
-impl SerdeType {
-    pub fn parse(name: &str) -> Result<SerdeType, String> {
-        match name.trim().to_ascii_uppercase().as_str() {
-            "STRING" => Ok(SerdeType::String),
-            "JSON" => Ok(SerdeType::Json),
-            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
-        }
-    }
-
-    /// The body as the `data` variable, and the decode error when it does not decode (the raw
-    /// text is then the data).
-    pub fn decode(self, raw: &[u8]) -> (Value, Option<String>) {
-        match self {
-            SerdeType::String => (
-                Value::String(String::from_utf8_lossy(raw).into_owned()),
-                None,
-            ),
-            SerdeType::Json => match serde_json::from_slice(raw) {
-                Ok(v) => (v, None),
-                Err(e) => (
-                    Value::String(String::from_utf8_lossy(raw).into_owned()),
-                    Some(format!("the message is not valid JSON: {e}")),
-                ),
-            },
-        }
-    }
-}
 
 /// The default AMQP port.
 pub const DEFAULT_PORT: u16 = 5672;
@@ -321,12 +281,15 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(SerdeType::String.decode(b"hello"), (json!("hello"), None));
         assert_eq!(
-            SerdeType::Json.decode(br#"{"n": 1}"#),
+            SerdeType::String.decode(b"hello", "the message"),
+            (json!("hello"), None)
+        );
+        assert_eq!(
+            SerdeType::Json.decode(br#"{"n": 1}"#, "the message"),
             (json!({"n": 1}), None)
         );
-        let (v, e) = SerdeType::Json.decode(b"this is { not json");
+        let (v, e) = SerdeType::Json.decode(b"this is { not json", "the message");
         assert_eq!(v, json!("this is { not json"));
         assert!(e.unwrap().contains("not valid JSON"));
     }

@@ -211,7 +211,7 @@ fn event(
     body: &[u8],
     ack_tx: mpsc::UnboundedSender<u64>,
 ) -> Event {
-    let (data, decode_error) = serde_type.decode(body);
+    let (data, decode_error) = serde_type.decode(body, "the message");
     let text = |s: &Option<lapin::types::ShortString>| {
         s.as_ref()
             .map_or(Value::Null, |s| Value::String(s.as_str().to_string()))

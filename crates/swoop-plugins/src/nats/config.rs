@@ -4,48 +4,13 @@
 
 use std::str::FromStr;
 
+pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
 use crate::props::{no_template, optional_text, present, scalar};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// How errors name this source.
 const SOURCE: &str = "NATS";
-
-/// How a message's data is decoded into the `data` variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SerdeType {
-    /// UTF-8 text, invalid bytes replaced (Kestra's behaviour, the default).
-    #[default]
-    String,
-    /// Parsed as JSON; data that is not JSON makes a FAILED execution holding the raw text.
-    Json,
-}
-
-/// The names `serdeType` accepts.
-pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
-
-impl SerdeType {
-    pub fn parse(name: &str) -> Result<SerdeType, String> {
-        match name.trim().to_ascii_uppercase().as_str() {
-            "STRING" => Ok(SerdeType::String),
-            "JSON" => Ok(SerdeType::Json),
-            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
-        }
-    }
-
-    /// The data as the `data` variable, and the decode error when it does not decode (the raw
-    /// text is then the value).
-    pub fn decode(self, raw: &[u8]) -> (Value, Option<String>) {
-        let text = || Value::String(String::from_utf8_lossy(raw).into_owned());
-        match self {
-            SerdeType::String => (text(), None),
-            SerdeType::Json => match serde_json::from_slice(raw) {
-                Ok(v) => (v, None),
-                Err(e) => (text(), Some(format!("the message data is not JSON: {e}"))),
-            },
-        }
-    }
-}
 
 /// Where a new durable consumer starts (Kestra's `deliverPolicy`; it only matters when the
 /// consumer is created, later connects go on from its position).
@@ -450,15 +415,15 @@ mod tests {
     #[test]
     fn decoding() {
         assert_eq!(
-            SerdeType::String.decode(br#"{"n": 1}"#),
+            SerdeType::String.decode(br#"{"n": 1}"#, "the message data"),
             (json!(r#"{"n": 1}"#), None)
         );
         assert_eq!(
-            SerdeType::Json.decode(br#"{"n": 1}"#),
+            SerdeType::Json.decode(br#"{"n": 1}"#, "the message data"),
             (json!({"n": 1}), None)
         );
-        let (v, e) = SerdeType::Json.decode(b"this is { not json");
+        let (v, e) = SerdeType::Json.decode(b"this is { not json", "the message data");
         assert_eq!(v, json!("this is { not json"));
-        assert!(e.unwrap().contains("not JSON"));
+        assert!(e.unwrap().contains("not valid JSON"));
     }
 }

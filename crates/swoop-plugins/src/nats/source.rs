@@ -309,7 +309,7 @@ pub(crate) fn event(
             );
         }
     }
-    let (data, decode_error) = serde_type.decode(&message.payload);
+    let (data, decode_error) = serde_type.decode(&message.payload, "the message data");
     let (dedup_key, timestamp) = match message.info() {
         Ok(info) => (
             Some(format!("{}/{}", info.stream, info.stream_sequence)),

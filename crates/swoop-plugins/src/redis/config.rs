@@ -1,53 +1,12 @@
 //! The trigger's properties (Kestra's `url`, `key`, `serdeType`), checked when the flow is
 //! built, and how a popped element is decoded.
 
+pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
 use crate::props::{no_template, present, scalar};
 use serde_json::Value;
 
 /// How errors name this source.
 const SOURCE: &str = "Redis";
-
-/// How an element is decoded (Kestra's `SerdeType` for Redis: STRING or JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SerdeType {
-    /// The element as text (invalid UTF-8 replaced).
-    #[default]
-    String,
-    /// The element parsed as JSON.
-    Json,
-}
-
-/// The names `serdeType` accepts.
-pub const SERDE_TYPE_NAMES: &[&str] = &["STRING", "JSON"];
-
-impl SerdeType {
-    pub fn parse(name: &str) -> Result<SerdeType, String> {
-        match name.trim().to_ascii_uppercase().as_str() {
-            "STRING" => Ok(SerdeType::String),
-            "JSON" => Ok(SerdeType::Json),
-            _ => Err(format!("`serdeType` must be STRING or JSON, got `{name}`")),
-        }
-    }
-
-    /// The element as the `value` variable, and the decode error when it does not decode (the
-    /// raw text is then the value).
-    pub fn decode(self, raw: &[u8]) -> (Value, Option<String>) {
-        match self {
-            SerdeType::String => (
-                Value::String(String::from_utf8_lossy(raw).into_owned()),
-                None,
-            ),
-            SerdeType::Json => match serde_json::from_slice(raw) {
-                Ok(v) => (v, None),
-                Err(e) => (
-                    Value::String(String::from_utf8_lossy(raw).into_owned()),
-                    Some(format!("the element is not valid JSON: {e}")),
-                ),
-            },
-        }
-    }
-}
-
 /// A checked Redis list realtime trigger.
 #[derive(Debug, Clone)]
 pub struct RedisTriggerConfig {
@@ -215,15 +174,18 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(SerdeType::String.decode(b"hello"), (json!("hello"), None));
         assert_eq!(
-            SerdeType::Json.decode(br#"{"n": 1}"#),
+            SerdeType::String.decode(b"hello", "the element"),
+            (json!("hello"), None)
+        );
+        assert_eq!(
+            SerdeType::Json.decode(br#"{"n": 1}"#, "the element"),
             (json!({"n": 1}), None)
         );
-        let (v, e) = SerdeType::Json.decode(b"this is { not json");
+        let (v, e) = SerdeType::Json.decode(b"this is { not json", "the element");
         assert_eq!(v, json!("this is { not json"));
         assert!(e.unwrap().contains("not valid JSON"));
-        let (v, e) = SerdeType::String.decode(&[0xff, b'a']);
+        let (v, e) = SerdeType::String.decode(&[0xff, b'a'], "the element");
         assert_eq!(v, json!("\u{fffd}a"));
         assert!(e.is_none());
     }

@@ -345,7 +345,7 @@ pub struct RedisConnection {
 
 impl RedisConnection {
     fn event(&self, element: Vec<u8>) -> Event {
-        let (value, decode_error) = self.serde_type.decode(&element);
+        let (value, decode_error) = self.serde_type.decode(&element, "the element");
         let mut variables = Map::new();
         variables.insert("value".into(), value);
         self.in_flight.add(&element);

@@ -12,8 +12,12 @@ pub mod kafka;
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 pub mod props;
 
@@ -40,5 +44,9 @@ pub fn registry() -> Registry {
     nats::register(&mut registry);
     #[cfg(feature = "amqp")]
     amqp::register(&mut registry);
+    #[cfg(feature = "sqs")]
+    sqs::register(&mut registry);
+    #[cfg(feature = "pubsub")]
+    pubsub::register(&mut registry);
     registry
 }

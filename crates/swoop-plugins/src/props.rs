@@ -42,6 +42,49 @@ pub fn optional_text(source: &str, v: &Value, name: &str) -> Result<Option<Strin
     }
 }
 
+/// A text property that may be a template, as Kestra's "dynamic" properties are: credentials
+/// are usually written `{{ secret('AWS_ACCESS_KEY_ID') }}`. The syntax is checked when the flow
+/// is built; the text is rendered each time the trigger connects, with `secret()` and no
+/// variables (a trigger fires before any execution exists), so a wrong or missing secret shows
+/// as the trigger's status. `Debug` never shows the text: it may be a secret written as is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DynamicText(String);
+
+impl DynamicText {
+    /// Checks the template syntax of `text`, the value of the property `name`.
+    pub fn parse(name: &str, text: String) -> Result<DynamicText, String> {
+        swoop_core::template::check_syntax(&text).map_err(|e| format!("`{name}`: {e}"))?;
+        Ok(DynamicText(text))
+    }
+
+    /// The text as written (a template or a plain value).
+    pub fn as_written(&self) -> &str {
+        &self.0
+    }
+
+    /// The value: the text, rendered when it is a template. `name` names the property in the
+    /// error.
+    pub fn resolve(&self, name: &str) -> Result<String, String> {
+        swoop_core::template::Templates::global()
+            .render(&self.0, &Value::Object(Default::default()))
+            .map_err(|e| format!("`{name}`: {e}"))
+    }
+}
+
+impl std::fmt::Debug for DynamicText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DynamicText(..)")
+    }
+}
+
+/// An optional text property that may be a template (see [`DynamicText`]).
+pub fn optional_dynamic(v: &Value, name: &str) -> Result<Option<DynamicText>, String> {
+    match present(v, name) {
+        None => Ok(None),
+        Some(x) => DynamicText::parse(name, scalar(x, name)?).map(Some),
+    }
+}
+
 /// How a text payload becomes its trigger variable (`serdeType` of the sources that offer
 /// STRING and JSON: AMQP, NATS, Redis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,5 +160,23 @@ mod tests {
                 .contains("the Test trigger")
         );
         assert!(optional_text("Test", &v, "e").is_err());
+    }
+
+    #[test]
+    fn dynamic_text_renders_secrets_when_resolved() {
+        // SAFETY: the variable's name is used by this test alone.
+        unsafe { std::env::set_var("SWOOP_SECRET_PROPS_TEST_KEY", "AKIA-test") };
+        let v = json!({"a": "{{ secret('PROPS_TEST_KEY') }}", "b": "plain", "c": "{{ oops"});
+        let a = optional_dynamic(&v, "a").unwrap().unwrap();
+        assert_eq!(a.resolve("a").unwrap(), "AKIA-test");
+        assert_eq!(format!("{a:?}"), "DynamicText(..)");
+        let b = optional_dynamic(&v, "b").unwrap().unwrap();
+        assert_eq!(b.resolve("b").unwrap(), "plain");
+        assert_eq!(b.as_written(), "plain");
+        assert!(optional_dynamic(&v, "c").unwrap_err().starts_with("`c`: "));
+        assert_eq!(optional_dynamic(&v, "d").unwrap(), None);
+        let missing = DynamicText::parse("m", "{{ secret('PROPS_TEST_NOT_SET') }}".into()).unwrap();
+        let e = missing.resolve("m").unwrap_err();
+        assert!(e.contains("SWOOP_SECRET_PROPS_TEST_NOT_SET"), "{e}");
     }
 }

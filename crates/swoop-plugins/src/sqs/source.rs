@@ -1,0 +1,536 @@
+//! The queue consumer behind the realtime trigger, as a [`RealtimeSource`].
+//!
+//! Each connection builds an SDK client (the dynamic properties rendered now, so a rotated
+//! secret is picked up on reconnect), checks that the queue answers, then runs:
+//!
+//! - [`POLLERS`] long-polling loops (`ReceiveMessage`). A loop asks SQS for a batch only once
+//!   the connection's bounded channel has room for a whole batch (`reserve_many`): what swoop
+//!   holds stays bounded whatever the queue holds, and the channel makes `next()` cancel-safe;
+//! - a delete task: an event's ack sends its receipt handle there, and it deletes messages in
+//!   batches of up to 10 (`DeleteMessageBatch`) — only once the runtime has stored the
+//!   execution. A message never deleted (crash, lost connection) becomes visible again after
+//!   `visibilityTimeout` and is received again.
+//!
+//! Any SQS error ends the connection with [`SourceError::Transient`] (the SDK has retried it
+//! `clientRetryMaxAttempts` times already); the runtime reconnects with backoff. A template
+//! that cannot be rendered (a secret that is not set) is [`SourceError::Fatal`].
+//!
+//! Every SQS message has a `MessageId`, the event's dedup key: a message received again after
+//! a crash (its execution stored, its delete lost) creates nothing new.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{Credentials, Region};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
+use base64::Engine;
+use serde_json::{Map, Value};
+use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::config::{SerdeType, SqsTriggerConfig, region_of_queue_url};
+
+/// Concurrent `ReceiveMessage` calls per trigger.
+pub const POLLERS: usize = 4;
+/// How long connecting (building the client and checking the queue) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// SQS's largest batch for `DeleteMessageBatch` and `ChangeMessageVisibilityBatch`.
+const SQS_BATCH: usize = 10;
+/// Receipt handles taken per wake-up of the delete task at most.
+const DELETE_BATCH: usize = 100;
+
+/// A configured SQS realtime trigger.
+pub struct SqsSource {
+    config: SqsTriggerConfig,
+}
+
+impl SqsSource {
+    pub fn new(config: SqsTriggerConfig) -> Self {
+        SqsSource { config }
+    }
+
+    pub fn config(&self) -> &SqsTriggerConfig {
+        &self.config
+    }
+
+    /// The SDK client and the queue URL, the dynamic properties rendered.
+    async fn client(&self) -> Result<(Client, String), SourceError> {
+        let config = &self.config;
+        let queue_url = config
+            .queue_url
+            .resolve("queueUrl")
+            .map_err(SourceError::Fatal)?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard().with_max_attempts(config.client_retry_max_attempts),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    // A long poll answers within `waitTime`; leave room for the network.
+                    .operation_attempt_timeout(config.wait_time + Duration::from_secs(15))
+                    .build(),
+            );
+        let region = match &config.region {
+            Some(region) => Some(region.resolve("region").map_err(SourceError::Fatal)?),
+            None => region_of_queue_url(&queue_url).map(str::to_string),
+        };
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region));
+        }
+        if let Some(credentials) = &config.credentials {
+            let resolve = |text: &crate::props::DynamicText, name| {
+                text.resolve(name).map_err(SourceError::Fatal)
+            };
+            let session_token = match &credentials.session_token {
+                Some(token) => Some(resolve(token, "sessionToken")?),
+                None => None,
+            };
+            loader = loader.credentials_provider(Credentials::new(
+                resolve(&credentials.access_key_id, "accessKeyId")?,
+                resolve(&credentials.secret_key_id, "secretKeyId")?,
+                session_token,
+                None,
+                "swoop-flow",
+            ));
+        }
+        if let Some(endpoint) = &config.endpoint_override {
+            loader = loader.endpoint_url(
+                endpoint
+                    .resolve("endpointOverride")
+                    .map_err(SourceError::Fatal)?,
+            );
+        }
+        let sdk_config = loader.load().await;
+        if sdk_config.region().is_none() {
+            return Err(SourceError::Fatal(format!(
+                "SQS queue {queue_url}: no region: set `region` (or AWS_REGION)"
+            )));
+        }
+        Ok((Client::new(&sdk_config), queue_url))
+    }
+}
+
+fn transient(queue_url: &str, what: &str, e: impl std::error::Error) -> SourceError {
+    SourceError::Transient(format!(
+        "SQS queue {queue_url}: {what}: {}",
+        DisplayErrorContext(e)
+    ))
+}
+
+#[async_trait]
+impl RealtimeSource for SqsSource {
+    async fn connect(
+        &self,
+        _consumer_name: &str,
+    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+        let (client, queue_url) = self.client().await?;
+        // Fail now, with the reason, if the queue or the credentials are wrong.
+        tokio::time::timeout(CONNECT_TIMEOUT, queue_depth(&client, &queue_url))
+            .await
+            .map_err(|_| {
+                SourceError::Transient(format!(
+                    "SQS queue {queue_url}: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| {
+                transient(
+                    &queue_url,
+                    "cannot read the queue's attributes (does it exist? may these credentials read it?)",
+                    e,
+                )
+            })?;
+
+        let batch = usize::from(self.config.max_number_of_message);
+        let (events_tx, events_rx) = mpsc::channel(POLLERS * batch);
+        let (delete_tx, delete_rx) = mpsc::unbounded_channel();
+        let receive = Receive {
+            client: client.clone(),
+            queue_url: queue_url.clone(),
+            batch,
+            wait_seconds: self.config.wait_time.as_secs() as i32,
+            visibility_timeout: self.config.visibility_timeout_seconds as i32,
+            serde_type: self.config.serde_type,
+        };
+        let pollers = (0..POLLERS)
+            .map(|_| tokio::spawn(receive.clone().run(events_tx.clone(), delete_tx.clone())))
+            .collect();
+        tokio::spawn(delete_loop(client.clone(), queue_url.clone(), delete_rx));
+        Ok(Box::new(SqsConnection {
+            events: events_rx,
+            pollers,
+            client,
+            queue_url,
+        }))
+    }
+}
+
+/// The approximate number of visible messages in the queue.
+async fn queue_depth(
+    client: &Client,
+    queue_url: &str,
+) -> Result<
+    u64,
+    aws_sdk_sqs::error::SdkError<
+        aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError,
+    >,
+> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// One received message on its way to the runtime.
+struct Received {
+    event: Event,
+    receipt_handle: String,
+}
+
+/// One long-polling loop.
+#[derive(Clone)]
+struct Receive {
+    client: Client,
+    queue_url: String,
+    batch: usize,
+    wait_seconds: i32,
+    visibility_timeout: i32,
+    serde_type: SerdeType,
+}
+
+impl Receive {
+    async fn run(
+        self,
+        tx: mpsc::Sender<Result<Received, SourceError>>,
+        delete_tx: mpsc::UnboundedSender<String>,
+    ) {
+        loop {
+            // Room for a whole batch first: SQS hides what it hands out, so take only what
+            // the runtime can take.
+            let Ok(mut permits) = tx.reserve_many(self.batch).await else {
+                return;
+            };
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(self.batch as i32)
+                .wait_time_seconds(self.wait_seconds)
+                .visibility_timeout(self.visibility_timeout)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await;
+            match received {
+                Ok(out) => {
+                    for message in out.messages.unwrap_or_default() {
+                        let Some(receipt_handle) = message.receipt_handle().map(str::to_string)
+                        else {
+                            continue;
+                        };
+                        let Some(permit) = permits.next() else {
+                            // More than asked for: left to become visible again.
+                            break;
+                        };
+                        let event = event(
+                            self.serde_type,
+                            &message,
+                            receipt_handle.clone(),
+                            delete_tx.clone(),
+                        );
+                        permit.send(Ok(Received {
+                            event,
+                            receipt_handle,
+                        }));
+                    }
+                }
+                Err(e) => {
+                    if let Some(permit) = permits.next() {
+                        permit.send(Err(transient(
+                            &self.queue_url,
+                            "cannot receive messages",
+                            e,
+                        )));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes acknowledged messages, in batches, until every ack of the connection is done or
+/// dropped.
+async fn delete_loop(client: Client, queue_url: String, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut handles = Vec::with_capacity(DELETE_BATCH);
+    while rx.recv_many(&mut handles, DELETE_BATCH).await > 0 {
+        let calls = handles.chunks(SQS_BATCH).map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            client
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        for result in futures::future::join_all(calls).await {
+            let failed = match result {
+                Ok(out) => out
+                    .failed()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default()))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![DisplayErrorContext(e).to_string()],
+            };
+            if !failed.is_empty() {
+                // The messages become visible again; their executions exist, so receiving
+                // them again creates nothing new.
+                tracing::warn!(queue_url = %queue_url, errors = ?failed, "sqs trigger: cannot delete handled messages; SQS will deliver them again, and swoop will skip them");
+            }
+        }
+        handles.clear();
+    }
+}
+
+/// The event of one message (its variables are Kestra's outputs, plus the attributes).
+fn event(
+    serde_type: SerdeType,
+    message: &Message,
+    receipt_handle: String,
+    delete_tx: mpsc::UnboundedSender<String>,
+) -> Event {
+    let (data, decode_error) =
+        serde_type.decode(message.body().unwrap_or_default().as_bytes(), "the message");
+    let system = |name: MessageSystemAttributeName| {
+        message
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .map(String::as_str)
+    };
+    let text = |s: Option<&str>| s.map_or(Value::Null, |s| Value::String(s.to_string()));
+    let group_id = system(MessageSystemAttributeName::MessageGroupId).map(str::to_string);
+    let mut variables = Map::new();
+    variables.insert("data".into(), data);
+    variables.insert("messageId".into(), text(message.message_id()));
+    variables.insert("groupId".into(), text(group_id.as_deref()));
+    variables.insert(
+        "deduplicationId".into(),
+        text(system(MessageSystemAttributeName::MessageDeduplicationId)),
+    );
+    variables.insert(
+        "attributes".into(),
+        Value::Object(
+            message
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.clone(), attribute_value(value)))
+                .collect(),
+        ),
+    );
+    variables.insert(
+        "systemAttributes".into(),
+        Value::Object(
+            message
+                .attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_string(), Value::String(value.clone())))
+                .collect(),
+        ),
+    );
+    Event {
+        variables,
+        dedup_key: message
+            .message_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
+        key: group_id.clone(),
+        partition: group_id,
+        decode_error,
+        ack: Ack::new(move || {
+            // If the delete task is gone, the message becomes visible again and is skipped.
+            let _ = delete_tx.send(receipt_handle);
+        }),
+    }
+}
+
+/// A message attribute's value: its text (String and Number types), else its bytes in base64.
+fn attribute_value(value: &MessageAttributeValue) -> Value {
+    match (value.string_value(), value.binary_value()) {
+        (Some(text), _) => Value::String(text.to_string()),
+        (None, Some(bytes)) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()))
+        }
+        (None, None) => Value::Null,
+    }
+}
+
+/// A live SQS trigger.
+pub struct SqsConnection {
+    events: mpsc::Receiver<Result<Received, SourceError>>,
+    pollers: Vec<JoinHandle<()>>,
+    client: Client,
+    queue_url: String,
+}
+
+#[async_trait]
+impl RealtimeConnection for SqsConnection {
+    async fn next(&mut self) -> Result<Event, SourceError> {
+        match self.events.recv().await {
+            Some(Ok(received)) => Ok(received.event),
+            Some(Err(e)) => Err(e),
+            None => Err(SourceError::Transient(format!(
+                "SQS queue {}: the receivers stopped; reconnecting",
+                self.queue_url
+            ))),
+        }
+    }
+
+    async fn backlog(&mut self) -> Option<u64> {
+        let depth = tokio::time::timeout(
+            Duration::from_secs(5),
+            queue_depth(&self.client, &self.queue_url),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(depth + self.events.len() as u64)
+    }
+
+    /// Stops receiving and makes the messages received but not handed out visible again at
+    /// once, instead of after `visibilityTimeout`.
+    async fn close(&mut self) {
+        for poller in &self.pollers {
+            poller.abort();
+        }
+        let mut handles = Vec::new();
+        while let Ok(item) = self.events.try_recv() {
+            if let Ok(received) = item {
+                handles.push(received.receipt_handle);
+            }
+        }
+        let calls = handles.chunks(SQS_BATCH).map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, handle)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        // Best effort: what is not released becomes visible after `visibilityTimeout`.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(calls)).await;
+    }
+}
+
+impl Drop for SqsConnection {
+    fn drop(&mut self) {
+        for poller in &self.pollers {
+            poller.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::primitives::Blob;
+    use serde_json::json;
+
+    #[test]
+    fn events_carry_kestras_outputs() {
+        let message = Message::builder()
+            .message_id("m-1")
+            .receipt_handle("rh-1")
+            .body(r#"{"id": 1}"#)
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "1")
+            .message_attributes(
+                "who",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("me")
+                    .build()
+                    .unwrap(),
+            )
+            .message_attributes(
+                "raw",
+                MessageAttributeValue::builder()
+                    .data_type("Binary")
+                    .binary_value(Blob::new(b"hi".to_vec()))
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let e = event(SerdeType::Json, &message, "rh-1".into(), tx);
+        assert_eq!(e.variables["data"], json!({"id": 1}));
+        assert_eq!(e.variables["messageId"], "m-1");
+        assert_eq!(e.variables["groupId"], "g");
+        assert_eq!(e.variables["deduplicationId"], Value::Null);
+        assert_eq!(
+            e.variables["attributes"],
+            json!({"who": "me", "raw": "aGk="})
+        );
+        assert_eq!(
+            e.variables["systemAttributes"]["ApproximateReceiveCount"],
+            "1"
+        );
+        assert_eq!(e.dedup_key.as_deref(), Some("m-1"));
+        assert_eq!(e.key.as_deref(), Some("g"));
+        assert!(e.decode_error.is_none());
+        e.ack.ack();
+        assert_eq!(rx.try_recv().unwrap(), "rh-1");
+    }
+
+    #[test]
+    fn undecodable_bodies() {
+        let message = Message::builder()
+            .message_id("m-2")
+            .body("this is { not json")
+            .build();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let e = event(SerdeType::Json, &message, "rh".into(), tx);
+        assert_eq!(e.variables["data"], "this is { not json");
+        assert!(e.decode_error.unwrap().contains("not valid JSON"));
+        assert_eq!(e.variables["attributes"], json!({}));
+        assert!(e.key.is_none());
+    }
+}

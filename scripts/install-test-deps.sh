@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Rust crate: a C compiler, the servers the realtime
-# sources are tested against (Debian packages, started by the tests themselves on loopback), and
-# the Kafka-compatible broker tansu (built from crates.io into a cache folder, see
-# install-tansu.sh). Idempotent: installs only what is missing. Prints tansu's path last.
+# sources are tested against (Debian packages, started by the tests themselves on loopback),
+# moto's SQS-compatible server (PyPI, into a cache folder, see install-moto.sh) and the
+# Kafka-compatible broker tansu (built from crates.io into a cache folder, see
+# install-tansu.sh). The Pub/Sub emulator comes with the Google Cloud SDK, preinstalled on
+# these machines (no package registry here has it): it is only checked. Idempotent: installs
+# only what is missing. Prints tansu's path last.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 need=()
@@ -11,6 +14,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,4 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+emulator="${SWOOP_PUBSUB_EMULATOR:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}"
+if [ ! -x "$emulator" ] || ! command -v java >/dev/null 2>&1; then
+    echo "warning: the Pub/Sub emulator ($emulator) or java is missing: the Pub/Sub tests will fail; install the Google Cloud SDK's pubsub-emulator component, or set SWOOP_PUBSUB_EMULATOR" >&2
+fi
+"$here/install-moto.sh" >&2
 "$here/install-tansu.sh"

@@ -85,6 +85,21 @@ pub fn optional_dynamic(v: &Value, name: &str) -> Result<Option<DynamicText>, St
     }
 }
 
+/// An error and its sources, each once, joined by `: ` (SDK errors say little at the top: the
+/// reason is in their sources).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// How a text payload becomes its trigger variable (`serdeType` of the sources that offer
 /// STRING and JSON: AMQP, NATS, Redis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,6 +175,24 @@ mod tests {
                 .contains("the Test trigger")
         );
         assert!(optional_text("Test", &v, "e").is_err());
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&e), "dispatch failure: connection refused");
     }
 
     #[test]

@@ -49,6 +49,15 @@ impl PubSubTriggerConfig {
         };
         let topic = required("topic", "orders")?;
         let subscription = required("subscription", "swoop-orders")?;
+        for (name, kind, text) in [
+            ("topic", "topics", &topic),
+            ("subscription", "subscriptions", &subscription),
+        ] {
+            let written = text.as_written();
+            if !written.contains("{{") && !written.contains("{%") {
+                check_name(kind, written.trim()).map_err(|e| format!("`{name}`: {e}"))?;
+            }
+        }
         let auto_create_subscription = match present(v, "autoCreateSubscription") {
             None => true,
             Some(Value::Bool(b)) => *b,
@@ -101,24 +110,44 @@ impl PubSubTriggerConfig {
 /// is one already (`projects/P/topics/T`).
 pub fn full_name(project: Option<&str>, kind: &str, name: &str) -> Result<String, String> {
     let name = name.trim();
-    if let Some(rest) = name.strip_prefix("projects/") {
-        let parts: Vec<&str> = rest.split('/').collect();
-        return match parts.as_slice() {
-            [p, k, n] if !p.is_empty() && *k == kind && !n.is_empty() => Ok(name.to_string()),
-            _ => Err(format!(
-                "`{name}` is not a name such as `projects/my-project/{kind}/name`"
-            )),
-        };
-    }
-    if name.contains('/') {
-        return Err(format!(
-            "`{name}` is neither a name nor a full name such as `projects/my-project/{kind}/name`"
-        ));
+    check_name(kind, name)?;
+    if name.starts_with("projects/") {
+        return Ok(name.to_string());
     }
     let project = project.ok_or_else(|| {
         format!("no project for `{name}`: set `projectId` (or GOOGLE_CLOUD_PROJECT), or give `projects/my-project/{kind}/{name}`")
     })?;
     Ok(format!("projects/{project}/{kind}/{name}"))
+}
+
+/// Checks a topic or subscription name, short (`orders`) or full (`projects/P/topics/orders`),
+/// against Pub/Sub's rules: 3 to 255 characters, starting with a letter, letters, digits and
+/// `-_.~+%` only, not starting with `goog`.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let id = match name.strip_prefix("projects/") {
+        Some(rest) => match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [p, k, id] if !p.is_empty() && *k == kind => *id,
+            _ => {
+                return Err(format!(
+                    "`{name}` is not a name such as `projects/my-project/{kind}/name`"
+                ));
+            }
+        },
+        None => name,
+    };
+    let valid = (3..=255).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c))
+        && !id.starts_with("goog");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a valid Pub/Sub name: 3 to 255 characters, starting with a letter, made of letters, digits and `-_.~+%`, not starting with `goog`"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +212,13 @@ mod tests {
         assert!(err(json!({"topic": null})).contains("`topic`"));
         assert!(err(json!({"subscription": null})).contains("`subscription`"));
         assert!(err(json!({"subscription": ""})).contains("empty"));
+        assert!(err(json!({"topic": "t"})).starts_with("`topic`: `t` is not a valid Pub/Sub name"));
+        assert!(
+            ok(json!({"topic": "{{ secret('TOPIC') }}"}))
+                .topic
+                .as_written()
+                .contains("secret")
+        );
         assert!(err(json!({"autoCreateSubscription": "maybe"})).contains("true or false"));
         assert!(err(json!({"serdeType": "AVRO"})).contains("STRING or JSON"));
         assert!(err(json!({"scopes": []})).contains("`scopes` is empty"));
@@ -196,15 +232,19 @@ mod tests {
             "projects/p/topics/orders"
         );
         assert_eq!(
-            full_name(None, "subscriptions", "projects/q/subscriptions/s").unwrap(),
-            "projects/q/subscriptions/s"
+            full_name(None, "subscriptions", "projects/q/subscriptions/sub").unwrap(),
+            "projects/q/subscriptions/sub"
         );
         assert!(
             full_name(None, "topics", "orders")
                 .unwrap_err()
                 .contains("`projectId`")
         );
-        assert!(full_name(Some("p"), "topics", "projects/q/subscriptions/s").is_err());
+        assert!(full_name(Some("p"), "topics", "projects/q/subscriptions/sub").is_err());
         assert!(full_name(Some("p"), "topics", "a/b").is_err());
+        assert!(check_name("topics", "t").unwrap_err().contains("3 to 255"));
+        assert!(check_name("topics", "1abc").is_err());
+        assert!(check_name("topics", "google-x").is_err());
+        assert!(check_name("topics", "orders.v1~eu+x%2").is_ok());
     }
 }

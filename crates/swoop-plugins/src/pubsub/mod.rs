@@ -9,8 +9,8 @@
 //!
 //! Delivery is at least once and creates no duplicate: a message is acknowledged only once its
 //! execution is stored; a message never acknowledged (crash, lost connection) is delivered
-//! again once its lease runs out, and its `messageId` (the dedup key) makes that delivery
-//! create nothing new.
+//! again once its lease runs out, and its `messageId` and `publishTime` (the dedup key) make
+//! that delivery create nothing new.
 //!
 //! Outputs: `data` (the payload, as text or parsed JSON), `attributes`, `messageId`,
 //! `orderingKey` and `publishTime`. With message ordering, `ordering: KEY` runs one ordering
@@ -105,7 +105,7 @@ triggers:
         let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
         assert_eq!(parsed.triggers[0].type_name, super::REALTIME_TRIGGER);
         let source = flow(
-            "    projectId: p\n    topic: t\n    subscription: s\n    serdeType: JSON\n    autoCreateSubscription: false\n    serviceAccount: \"{{ secret('GCP_SA') }}\"\n    scopes: https://www.googleapis.com/auth/pubsub\n    ordering: KEY\n    maxInFlight: 16\n",
+            "    projectId: p\n    topic: orders\n    subscription: swoop-orders\n    serdeType: JSON\n    autoCreateSubscription: false\n    serviceAccount: \"{{ secret('GCP_SA') }}\"\n    scopes: https://www.googleapis.com/auth/pubsub\n    ordering: KEY\n    maxInFlight: 16\n",
         );
         let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
         let TriggerKind::Realtime(trigger) = &parsed.triggers[0].kind else {
@@ -117,11 +117,11 @@ triggers:
 
     #[test]
     fn problems_are_reported_on_the_trigger() {
-        let e = errors("    projectId: p\n    subscription: s\n");
+        let e = errors("    projectId: p\n    subscription: sub\n");
         assert!(e[0].contains("`topic`"), "{e:?}");
-        let e = errors("    topic: t\n    subscription: s\n    serdeType: AVRO\n");
+        let e = errors("    topic: orders\n    subscription: sub\n    serdeType: AVRO\n");
         assert!(e[0].contains("serdeType"), "{e:?}");
-        let e = errors("    topic: t\n    subscription: s\n    ackDeadline: PT10S\n");
+        let e = errors("    topic: orders\n    subscription: sub\n    ackDeadline: PT10S\n");
         assert!(e[0].contains("unknown property `ackDeadline`"), "{e:?}");
     }
 }

@@ -16,8 +16,9 @@
 //!   [`SourceError::Transient`] — the trigger's status shows it and the runtime reconnects
 //!   with backoff.
 //!
-//! Every Pub/Sub message has a `messageId`, the event's dedup key: a message delivered again
-//! after a crash (its execution stored, its ack lost) creates nothing new.
+//! Every Pub/Sub message has a `messageId`; with its `publishTime` it is the event's dedup key:
+//! a message delivered again after a crash (its execution stored, its ack lost) creates
+//! nothing new.
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub const CHANNEL_CAPACITY: usize = 64;
 /// Messages leased at once at most (the stream's flow control).
 pub const MAX_OUTSTANDING: i64 = 256;
 /// How long connecting (credentials, the subscription check) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the subscription is asked for, to notice an outage the stream hides.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How far a lease is extended at a time: after a crash, Pub/Sub delivers the messages that
@@ -202,6 +203,9 @@ async fn ensure_subscription(
             "the subscription does not exist (create it, or set `autoCreateSubscription: true`)",
             e,
         )),
+        Err(e) if code(&e) == Some(Code::InvalidArgument) => Err(SourceError::Fatal(format!(
+            "Pub/Sub {subscription}: the name is refused: {e}"
+        ))),
         Err(e) => Err(transient(subscription, "cannot read the subscription", e)),
     }
 }
@@ -331,15 +335,20 @@ fn event(serde_type: SerdeType, message: Message, ack: Ack) -> Event {
         "orderingKey".into(),
         ordering_key.clone().map_or(Value::Null, Value::String),
     );
+    let publish_time = message.publish_time.map(String::from);
     variables.insert(
         "publishTime".into(),
-        message
-            .publish_time
-            .map_or(Value::Null, |t| Value::String(String::from(t))),
+        publish_time.clone().map_or(Value::Null, Value::String),
     );
+    // Message ids are unique in a topic, but the emulator counts them from 1 again after a
+    // restart: the publish time, which a redelivery keeps too, tells such messages apart.
+    let dedup_key = (!message.message_id.is_empty()).then(|| match &publish_time {
+        Some(time) => format!("{}@{time}", message.message_id),
+        None => message.message_id.clone(),
+    });
     Event {
         variables,
-        dedup_key: (!message.message_id.is_empty()).then_some(message.message_id),
+        dedup_key,
         key: ordering_key.clone(),
         partition: ordering_key,
         decode_error,
@@ -393,7 +402,7 @@ mod tests {
         assert_eq!(e.variables["messageId"], "m-1");
         assert_eq!(e.variables["orderingKey"], "customer-7");
         assert_eq!(e.variables["publishTime"], "2023-11-14T22:13:20Z");
-        assert_eq!(e.dedup_key.as_deref(), Some("m-1"));
+        assert_eq!(e.dedup_key.as_deref(), Some("m-1@2023-11-14T22:13:20Z"));
         assert_eq!(e.key.as_deref(), Some("customer-7"));
     }
 
@@ -406,6 +415,7 @@ mod tests {
         assert_eq!(e.variables["data"], "this is { not json");
         assert!(e.decode_error.unwrap().contains("not valid JSON"));
         assert_eq!(e.variables["orderingKey"], Value::Null);
+        assert_eq!(e.dedup_key.as_deref(), Some("m-2"));
         assert!(e.key.is_none());
     }
 }

@@ -26,7 +26,6 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{Credentials, Region};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
@@ -38,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::config::{SerdeType, SqsTriggerConfig, region_of_queue_url};
+use crate::props::error_chain;
 
 /// Concurrent `ReceiveMessage` calls per trigger.
 pub const POLLERS: usize = 4;
@@ -120,10 +120,10 @@ impl SqsSource {
     }
 }
 
-fn transient(queue_url: &str, what: &str, e: impl std::error::Error) -> SourceError {
+fn transient(queue_url: &str, what: &str, e: impl std::error::Error + 'static) -> SourceError {
     SourceError::Transient(format!(
         "SQS queue {queue_url}: {what}: {}",
-        DisplayErrorContext(e)
+        error_chain(&e)
     ))
 }
 
@@ -305,7 +305,7 @@ async fn delete_loop(client: Client, queue_url: String, mut rx: mpsc::UnboundedR
                     .iter()
                     .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default()))
                     .collect::<Vec<_>>(),
-                Err(e) => vec![DisplayErrorContext(e).to_string()],
+                Err(e) => vec![error_chain(&e)],
             };
             if !failed.is_empty() {
                 // The messages become visible again; their executions exist, so receiving

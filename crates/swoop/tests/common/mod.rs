@@ -32,6 +32,29 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Waits until a test server child process accepts connections on `port`; panics with `what`
+/// and `log()` (its output) if it exits first or takes longer than `within`.
+pub fn wait_for_listener(
+    child: &mut Child,
+    port: u16,
+    what: &str,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} on port {port} exited ({status}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} on port {port} did not accept connections within {within:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A `swoop server local` child process, killed when dropped.
 pub struct Server {
     pub child: Child,

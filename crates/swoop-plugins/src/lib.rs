@@ -20,6 +20,7 @@ pub mod redis;
 pub mod sqs;
 
 pub mod props;
+pub mod realtime;
 
 use swoop_core::Registry;
 

@@ -13,12 +13,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use common::conformance::SourceFixture;
-use common::{free_port, wait_for_listener};
+use common::{Server, free_port, http, json, total_in, wait_for_listener};
 
 /// moto's default account id, part of its queue URLs.
 const ACCOUNT: &str = "123456789012";
@@ -199,3 +199,65 @@ impl SourceFixture for Moto {
 }
 
 conformance_tests!(moto());
+
+/// Credentials written as `{{ secret('…') }}` (Kestra's own example) are rendered when the
+/// trigger connects; a secret that is not set fails the trigger with a message naming it.
+#[test]
+fn credentials_come_from_secrets() {
+    let mut fixture = moto();
+    fixture.prepare("conf-secrets");
+    let trigger = |namespace: &str, key: &str| {
+        format!(
+            "id: secrets\nnamespace: {namespace}\ntriggers:\n  - id: events\n    type: io.kestra.plugin.aws.sqs.RealtimeTrigger\n    queueUrl: \"{{{{ secret('SQS_QUEUE_URL') }}}}\"\n    endpointOverride: http://127.0.0.1:{port}\n    region: us-east-1\n    accessKeyId: \"{{{{ secret('{key}') }}}}\"\n    secretKeyId: \"{{{{ secret('SQS_SECRET_KEY') }}}}\"\n    waitTime: PT1S\ntasks:\n  - id: n\n    type: io.kestra.plugin.core.debug.Return\n    format: \"{{{{ trigger.data }}}}\"\n",
+            port = fixture.port
+        )
+    };
+    let data = tempfile::tempdir().expect("data dir");
+    let flows = tempfile::tempdir().expect("flows dir");
+    std::fs::write(
+        flows.path().join("ok.yml"),
+        trigger("secrets.ok", "SQS_ACCESS_KEY"),
+    )
+    .unwrap();
+    std::fs::write(
+        flows.path().join("missing.yml"),
+        trigger("secrets.missing", "SQS_NOT_SET"),
+    )
+    .unwrap();
+    let queue_url = fixture.queue_url("conf-secrets");
+    let server = Server::start_with_env(
+        data.path(),
+        Some(flows.path()),
+        free_port(),
+        &[
+            ("SWOOP_SECRET_SQS_QUEUE_URL", queue_url.as_str()),
+            ("SWOOP_SECRET_SQS_ACCESS_KEY", "test"),
+            ("SWOOP_SECRET_SQS_SECRET_KEY", "test"),
+        ],
+    );
+    let status = |namespace: &str| {
+        let (_, body) = http(
+            server.port,
+            "GET",
+            &format!("/api/v1/triggers/search?namespace={namespace}"),
+            None,
+        )
+        .expect("triggers");
+        json(&body)["results"][0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("secrets.missing")["state"] != "FAILED" {
+        assert!(Instant::now() < deadline, "{}", status("secrets.missing"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let error = status("secrets.missing")["lastError"].to_string();
+    assert!(error.contains("SWOOP_SECRET_SQS_NOT_SET"), "{error}");
+
+    fixture.publish("conf-secrets", &[b"one".to_vec(), b"two".to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total_in(server.port, "secrets.ok") < 2 {
+        assert!(Instant::now() < deadline, "{}", status("secrets.ok"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status("secrets.ok")["state"], "RUNNING");
+}

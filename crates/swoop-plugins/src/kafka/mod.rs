@@ -12,12 +12,10 @@ pub mod offsets;
 pub mod serde;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{KafkaTriggerConfig, OnSerdeError, Subscription};
 pub use offsets::OffsetTracker;
@@ -49,18 +47,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = KafkaTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(KafkaSource::new(config)),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<KafkaSource>(
+        &[REALTIME_TRIGGER],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for KafkaSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        Ok(KafkaSource::new(KafkaTriggerConfig::from_json(v)?))
     }
 }
 
@@ -78,27 +73,11 @@ mod tests {
     use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering};
 
     fn flow(trigger: &str) -> String {
-        format!(
-            "id: get_detailed_order
-namespace: dev
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.value }}}}\"
-
-triggers:
-  - id: daily
-    type: io.kestra.plugin.kafka.RealtimeTrigger
-{trigger}"
-        )
+        crate::realtime::test_flows::flow(super::REALTIME_TRIGGER, trigger)
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]
@@ -155,7 +134,7 @@ triggers:
         let e = errors("    groupId: g\n    properties:\n      bootstrap.servers: x:1\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with("trigger `daily`: set one of `topic`"),
+            e[0].starts_with("trigger `realtime_trigger`: set one of `topic`"),
             "{e:?}"
         );
 

@@ -18,12 +18,10 @@
 pub mod config;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{MqttTriggerConfig, MqttVersion, Qos, SerdeType};
 pub use source::{MqttConnection, MqttSource};
@@ -50,18 +48,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = MqttTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(MqttSource::new(config)),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<MqttSource>(
+        &[REALTIME_TRIGGER],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for MqttSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        Ok(MqttSource::new(MqttTriggerConfig::from_json(v)?))
     }
 }
 
@@ -76,27 +71,11 @@ mod tests {
     use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering};
 
     fn flow(trigger: &str) -> String {
-        format!(
-            "id: sensors
-namespace: dev
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.payload }}}}\"
-
-triggers:
-  - id: mqtt
-    type: io.kestra.plugin.mqtt.RealtimeTrigger
-{trigger}"
-        )
+        crate::realtime::test_flows::flow(super::REALTIME_TRIGGER, trigger)
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]

@@ -23,12 +23,10 @@
 pub mod config;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{DeliverPolicy, NatsTriggerConfig, SerdeType};
 pub use source::{NatsConnection, NatsSource};
@@ -58,18 +56,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER, REALTIME_TRIGGER_ALIAS],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = NatsTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(NatsSource::new(config)),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<NatsSource>(
+        &[REALTIME_TRIGGER, REALTIME_TRIGGER_ALIAS],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for NatsSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        Ok(NatsSource::new(NatsTriggerConfig::from_json(v)?))
     }
 }
 
@@ -84,27 +79,11 @@ mod tests {
     use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering};
 
     fn flow(type_name: &str, trigger: &str) -> String {
-        format!(
-            "id: nats
-namespace: company.team
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.data }}}}\"
-
-triggers:
-  - id: watch
-    type: {type_name}
-{trigger}"
-        )
+        crate::realtime::test_flows::flow(type_name, trigger)
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(super::REALTIME_TRIGGER, trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]

@@ -20,12 +20,10 @@
 pub mod config;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{PubSubTriggerConfig, SerdeType};
 pub use source::{PubSubConnection, PubSubSource};
@@ -48,18 +46,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = PubSubTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(PubSubSource::new(config)),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<PubSubSource>(
+        &[REALTIME_TRIGGER],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for PubSubSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        Ok(PubSubSource::new(PubSubTriggerConfig::from_json(v)?))
     }
 }
 
@@ -69,50 +64,30 @@ pub fn register(registry: &mut Registry) {
 
 #[cfg(all(test, feature = "core"))]
 mod tests {
-    use swoop_core::Flow;
-    use swoop_core::flow::TriggerKind;
-    use swoop_core::realtime::Ordering;
+    use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering, RealtimeSettings};
 
-    fn flow(trigger: &str) -> String {
-        format!(
-            "id: pubsub
-namespace: company.team
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.data }}}}\"
-
-triggers:
-  - id: trigger
-    type: io.kestra.plugin.gcp.pubsub.RealtimeTrigger
-{trigger}"
-        )
+    fn parse(trigger: &str) -> RealtimeSettings {
+        let (type_name, settings) =
+            crate::realtime::test_flows::parse(super::REALTIME_TRIGGER, trigger);
+        assert_eq!(type_name, super::REALTIME_TRIGGER);
+        settings
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]
     fn kestras_example_parses() {
-        let source = flow(
+        let settings = parse(
             "    projectId: test-project-id\n    topic: test-topic\n    subscription: test-subscription\n",
         );
-        let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
-        assert_eq!(parsed.triggers[0].type_name, super::REALTIME_TRIGGER);
-        let source = flow(
+        assert_eq!(settings.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        let settings = parse(
             "    projectId: p\n    topic: orders\n    subscription: swoop-orders\n    serdeType: JSON\n    autoCreateSubscription: false\n    serviceAccount: \"{{ secret('GCP_SA') }}\"\n    scopes: https://www.googleapis.com/auth/pubsub\n    ordering: KEY\n    maxInFlight: 16\n",
         );
-        let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
-        let TriggerKind::Realtime(trigger) = &parsed.triggers[0].kind else {
-            panic!("a realtime trigger");
-        };
-        assert_eq!(trigger.settings.ordering, Ordering::Key);
-        assert_eq!(trigger.settings.max_in_flight, 16);
+        assert_eq!(settings.ordering, Ordering::Key);
+        assert_eq!(settings.max_in_flight, 16);
     }
 
     #[test]

@@ -36,8 +36,10 @@ use super::config::{EMULATOR_HOST_VARIABLE, PubSubTriggerConfig, SerdeType, full
 
 /// Messages waiting for the runtime.
 pub const CHANNEL_CAPACITY: usize = 64;
-/// Messages leased at once at most (the stream's flow control).
-pub const MAX_OUTSTANDING: i64 = 256;
+/// Messages leased at once at most (the stream's flow control). The client library sends acks
+/// every 100 ms, and an acknowledged message stays leased until then: this bounds throughput at
+/// about ten times this figure per second.
+pub const MAX_OUTSTANDING: i64 = 1000;
 /// How long connecting (credentials, the subscription check) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the subscription is asked for, to notice an outage the stream hides.

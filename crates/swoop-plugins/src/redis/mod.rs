@@ -13,12 +13,10 @@
 pub mod config;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{RedisTriggerConfig, SerdeType};
 pub use source::{RedisConnection, RedisSource};
@@ -35,18 +33,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = RedisTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(RedisSource::new(config)?),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<RedisSource>(
+        &[REALTIME_TRIGGER],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for RedisSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        RedisSource::new(RedisTriggerConfig::from_json(v)?)
     }
 }
 
@@ -61,27 +56,11 @@ mod tests {
     use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering};
 
     fn flow(trigger: &str) -> String {
-        format!(
-            "id: list_consumer
-namespace: dev
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.value }}}}\"
-
-triggers:
-  - id: watch
-    type: io.kestra.plugin.redis.list.RealtimeTrigger
-{trigger}"
-        )
+        crate::realtime::test_flows::flow(super::REALTIME_TRIGGER, trigger)
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]

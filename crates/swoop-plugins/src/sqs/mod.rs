@@ -21,12 +21,10 @@
 pub mod config;
 pub mod source;
 
-use std::sync::Arc;
-
 use swoop_core::Registry;
-use swoop_core::flow::TriggerKind;
-use swoop_core::realtime::{RealtimeSettings, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
+
+use crate::realtime::FromTriggerProperties;
 
 pub use config::{SerdeType, SqsTriggerConfig};
 pub use source::{SqsConnection, SqsSource};
@@ -56,18 +54,15 @@ pub const REALTIME_TRIGGER_PROPERTIES: &[PropSpec] = &[
 ];
 
 pub fn realtime_trigger_factory() -> TriggerFactory {
-    TriggerFactory {
-        type_names: &[REALTIME_TRIGGER],
-        properties: REALTIME_TRIGGER_PROPERTIES,
-        realtime: true,
-        build: |v| {
-            let config = SqsTriggerConfig::from_json(v)?;
-            let settings = RealtimeSettings::from_json(v)?;
-            Ok(TriggerKind::Realtime(RealtimeTrigger {
-                source: Arc::new(SqsSource::new(config)),
-                settings,
-            }))
-        },
+    crate::realtime::realtime_trigger_factory::<SqsSource>(
+        &[REALTIME_TRIGGER],
+        REALTIME_TRIGGER_PROPERTIES,
+    )
+}
+
+impl FromTriggerProperties for SqsSource {
+    fn from_properties(v: &serde_json::Value) -> Result<Self, String> {
+        Ok(SqsSource::new(SqsTriggerConfig::from_json(v)?))
     }
 }
 
@@ -77,49 +72,29 @@ pub fn register(registry: &mut Registry) {
 
 #[cfg(all(test, feature = "core"))]
 mod tests {
-    use swoop_core::Flow;
-    use swoop_core::flow::TriggerKind;
-    use swoop_core::realtime::Ordering;
+    use swoop_core::realtime::{DEFAULT_MAX_IN_FLIGHT, Ordering, RealtimeSettings};
 
-    fn flow(trigger: &str) -> String {
-        format!(
-            "id: sqs
-namespace: company.team
-
-tasks:
-  - id: log
-    type: io.kestra.plugin.core.log.Log
-    message: \"{{{{ trigger.data }}}}\"
-
-triggers:
-  - id: realtime_trigger
-    type: io.kestra.plugin.aws.sqs.RealtimeTrigger
-{trigger}"
-        )
+    fn parse(trigger: &str) -> RealtimeSettings {
+        let (type_name, settings) =
+            crate::realtime::test_flows::parse(super::REALTIME_TRIGGER, trigger);
+        assert_eq!(type_name, super::REALTIME_TRIGGER);
+        settings
     }
 
     fn errors(trigger: &str) -> Vec<String> {
-        match Flow::parse(&flow(trigger), &crate::registry()) {
-            Ok(_) => panic!("expected the flow to be rejected"),
-            Err(diagnostics) => diagnostics.into_iter().map(|d| d.message).collect(),
-        }
+        crate::realtime::test_flows::errors(super::REALTIME_TRIGGER, trigger)
     }
 
     #[test]
     fn kestras_example_parses() {
-        let source = flow(
+        let settings = parse(
             "    accessKeyId: \"{{ secret('AWS_ACCESS_KEY_ID') }}\"\n    secretKeyId: \"{{ secret('AWS_SECRET_ACCESS_KEY') }}\"\n    region: \"{{ secret('AWS_DEFAULT_REGION') }}\"\n    queueUrl: https://sqs.eu-central-1.amazonaws.com/000000000000/test-queue\n",
         );
-        let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
-        assert_eq!(parsed.triggers[0].type_name, super::REALTIME_TRIGGER);
-        let source = flow(
+        assert_eq!(settings.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        let settings = parse(
             "    queueUrl: http://127.0.0.1:5000/123456789012/orders\n    endpointOverride: http://127.0.0.1:5000\n    region: us-east-1\n    serdeType: JSON\n    waitTime: PT1S\n    maxNumberOfMessage: 10\n    ordering: KEY\n",
         );
-        let parsed = Flow::parse(&source, &crate::registry()).expect("the flow parses");
-        let TriggerKind::Realtime(trigger) = &parsed.triggers[0].kind else {
-            panic!("a realtime trigger");
-        };
-        assert_eq!(trigger.settings.ordering, Ordering::Key);
+        assert_eq!(settings.ordering, Ordering::Key);
     }
 
     #[test]

@@ -255,34 +255,45 @@ pub fn max_in_flight_bounds_executions(fixture: &mut dyn SourceFixture) {
     }
 }
 
-/// Not a check but a benchmark, run by hand (`cargo test --release -p swoop --test
-/// <source>_conformance bench_fixed_rate -- --ignored --nocapture`): publishes `RATE` events/s
-/// for `SECONDS` s (in 10 ms batches), each carrying its send time, then a burst of `BURST`
-/// events in one go; prints the send→RUNNING latency percentiles of the paced events (from the
-/// executions' histories) and the executions/s sustained over the burst.
-pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
-    let rate: usize = std::env::var("RATE")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1000);
-    let seconds: usize = std::env::var("SECONDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
-    let channel = "conf-bench";
-    let flow_yaml = flow(fixture, channel, "", "");
-    let (server, _d, _f) = start(fixture, channel, &flow_yaml);
-    wait_until("the trigger runs", Duration::from_secs(30), || {
-        trigger_status(server.port)["state"] == "RUNNING"
-    });
-    let now_us = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0)
-    };
-    let per_batch = (rate / 100).max(1);
-    let total_events = rate * seconds;
+/// The benchmarks' load, from the environment: `RATE` events/s (1000) for `SECONDS` s (10),
+/// then a burst of `BURST` events (20000).
+struct Load {
+    rate: usize,
+    seconds: usize,
+    burst: usize,
+}
+
+impl Load {
+    fn from_env() -> Load {
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(default)
+        };
+        Load {
+            rate: var("RATE", 1000),
+            seconds: var("SECONDS", 10),
+            burst: var("BURST", 20_000),
+        }
+    }
+
+    fn paced_events(&self) -> usize {
+        self.rate * self.seconds
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Publishes the paced part of `load` (in 10 ms batches), each event carrying its send time.
+fn publish_paced(fixture: &mut dyn SourceFixture, channel: &str, load: &Load) {
+    let per_batch = (load.rate / 100).max(1);
+    let total_events = load.paced_events();
     let started = Instant::now();
     let mut sent = 0;
     let mut batch_no = 0u32;
@@ -299,16 +310,51 @@ pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
         fixture.publish(channel, &batch);
         batch_no += 1;
     }
-    // Then a burst, published in one go, for the sustained rate.
-    let burst: usize = std::env::var("BURST")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20_000);
-    let burst_events: Vec<Vec<u8>> = (total_events..total_events + burst)
+}
+
+/// An event's payload as JSON (sources with `serdeType: STRING` hand it over as text).
+fn payload_json(payload: &Value) -> Value {
+    match payload {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
+/// `p50 … ms, p99 … ms, p99.9 … ms` of latencies in milliseconds.
+fn percentiles(latencies: &mut [f64]) -> String {
+    assert!(!latencies.is_empty(), "no latency was measured");
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((p / 100.0) * (latencies.len() - 1) as f64).round() as usize];
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+        pct(50.0),
+        pct(99.0),
+        pct(99.9)
+    )
+}
+
+/// Not a check but a benchmark, run by hand (`cargo test --release -p swoop --test
+/// <source>_conformance bench_fixed_rate -- --ignored --nocapture`): publishes the paced load
+/// (see [`Load`]), then the burst in one go; prints the send→RUNNING latency percentiles of
+/// the paced events (from the executions' histories) and the executions/s sustained over the
+/// burst.
+pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
+    let load = Load::from_env();
+    let channel = "conf-bench";
+    let flow_yaml = flow(fixture, channel, "", "");
+    let (server, _d, _f) = start(fixture, channel, &flow_yaml);
+    wait_until("the trigger runs", Duration::from_secs(30), || {
+        trigger_status(server.port)["state"] == "RUNNING"
+    });
+    publish_paced(fixture, channel, &load);
+    let paced = load.paced_events();
+    let burst_events: Vec<Vec<u8>> = (paced..paced + load.burst)
         .map(|n| format!(r#"{{"n": {n}, "burst": true}}"#).into_bytes())
         .collect();
+    let publishing = Instant::now();
     fixture.publish(channel, &burst_events);
-    let total_events = total_events + burst;
+    let published_in = publishing.elapsed();
+    let total_events = paced + load.burst;
     wait_until(
         "every event has an execution",
         Duration::from_secs(300),
@@ -328,11 +374,7 @@ pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
     let mut latencies = Vec::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for e in &execs {
-        let payload = &e["trigger"]["variables"][fixture.payload_variable()];
-        let payload = match payload {
-            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-            other => other.clone(),
-        };
+        let payload = payload_json(&e["trigger"]["variables"][fixture.payload_variable()]);
         let histories = e["state"]["histories"]
             .as_array()
             .cloned()
@@ -355,16 +397,78 @@ pub fn bench_fixed_rate(fixture: &mut dyn SourceFixture) {
             }
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((p / 100.0) * (latencies.len() - 1) as f64).round() as usize];
     println!(
-        "{} events at {rate}/s: send→RUNNING p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; \
-         a burst of {burst}: {:.0} executions/s sustained",
+        "{} events at {}/s: send→RUNNING {}; a burst of {} (published in {:.2} s): {:.0} executions/s sustained",
         latencies.len(),
-        pct(50.0),
-        pct(99.0),
-        pct(99.9),
-        burst as f64 / ((last - first) as f64 / 1e6)
+        load.rate,
+        percentiles(&mut latencies),
+        load.burst,
+        published_in.as_secs_f64(),
+        load.burst as f64 / ((last - first) as f64 / 1e6)
+    );
+}
+
+/// Not a check but the floor under [`bench_fixed_rate`], run by hand the same way
+/// (`bench_source_alone`): the same paced load read by the trigger's source alone — built
+/// from the same trigger YAML, each event acknowledged as soon as it arrives, no engine and no
+/// store. Prints the send→received latency percentiles: the server's and the client's own
+/// latency, which swoop's figures include.
+pub fn bench_source_alone(fixture: &mut dyn SourceFixture) {
+    use swoop_core::flow::TriggerKind;
+    let load = Load::from_env();
+    let channel = "conf-bench-alone";
+    fixture.prepare(channel);
+    let flow_yaml = flow(fixture, channel, "", "");
+    let parsed = swoop_core::Flow::parse(&flow_yaml, &swoop_plugins::registry())
+        .unwrap_or_else(|d| panic!("the benchmark's flow parses: {d:?}"));
+    let TriggerKind::Realtime(trigger) = &parsed.triggers[0].kind else {
+        panic!("a realtime trigger");
+    };
+    let source = trigger.source.clone();
+    let variable = fixture.payload_variable();
+    let expected = load.paced_events();
+    let within = Duration::from_secs(load.seconds as u64 + 120);
+    let (connected_tx, connected_rx) = std::sync::mpsc::channel();
+    let consumer = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let mut connection = source
+                .connect("conformance.test/bench/source-alone")
+                .await
+                .unwrap_or_else(|e| panic!("the source connects: {e}"));
+            let _ = connected_tx.send(());
+            let deadline = tokio::time::Instant::now() + within;
+            let mut latencies = Vec::with_capacity(expected);
+            while latencies.len() < expected {
+                let event = tokio::time::timeout_at(deadline, connection.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("only {} events within {within:?}", latencies.len()))
+                    .unwrap_or_else(|e| panic!("the source failed: {e}"));
+                let received = now_us();
+                let payload = payload_json(event.variables.get(variable).unwrap_or(&Value::Null));
+                if let Some(sent) = payload["sent_us"].as_i64() {
+                    latencies.push((received - sent) as f64 / 1000.0);
+                }
+                event.ack.ack();
+            }
+            connection.close().await;
+            latencies
+        })
+    });
+    connected_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the source connects within 60 s");
+    publish_paced(fixture, channel, &load);
+    let mut latencies = consumer.join().expect("the consumer thread");
+    println!(
+        "{} events at {}/s read by the source alone: send→received {}",
+        latencies.len(),
+        load.rate,
+        percentiles(&mut latencies)
     );
 }
 
@@ -393,9 +497,14 @@ macro_rules! conformance_tests {
             common::conformance::max_in_flight_bounds_executions(&mut $make);
         }
         #[test]
-        #[ignore = "a benchmark, run by hand with --ignored --nocapture (RATE, SECONDS)"]
+        #[ignore = "a benchmark, run by hand with --ignored --nocapture (RATE, SECONDS, BURST)"]
         fn bench_fixed_rate() {
             common::conformance::bench_fixed_rate(&mut $make);
+        }
+        #[test]
+        #[ignore = "a benchmark, run by hand with --ignored --nocapture (RATE, SECONDS)"]
+        fn bench_source_alone() {
+            common::conformance::bench_source_alone(&mut $make);
         }
     };
 }

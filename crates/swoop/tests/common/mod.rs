@@ -63,9 +63,20 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, flows: Option<&Path>, port: u16) -> Server {
+        Server::start_with_env(data_dir, flows, port, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (secrets …).
+    pub fn start_with_env(
+        data_dir: &Path,
+        flows: Option<&Path>,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = swoop();
         cmd.args(["server", "local", "--port", &port.to_string(), "--data-dir"])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .env("SWOOP_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

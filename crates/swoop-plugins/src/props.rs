@@ -85,6 +85,36 @@ pub fn optional_dynamic(v: &Value, name: &str) -> Result<Option<DynamicText>, St
     }
 }
 
+/// `username` and `password`, either of which may be a `secret()` template (see
+/// [`DynamicText`]): the MQTT and NATS triggers' credentials.
+#[derive(Debug, Clone)]
+pub struct UserPassword {
+    pub username: DynamicText,
+    pub password: Option<DynamicText>,
+}
+
+impl UserPassword {
+    /// Reads `username` and `password`; a password without a username is refused.
+    pub fn from_json(v: &Value) -> Result<Option<UserPassword>, String> {
+        let username = optional_dynamic(v, "username")?;
+        let password = optional_dynamic(v, "password")?;
+        match (username, password) {
+            (Some(username), password) => Ok(Some(UserPassword { username, password })),
+            (None, Some(_)) => Err("`password` is set without `username`".into()),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The username and the password (empty when unset), rendered.
+    pub fn resolve(&self) -> Result<(String, String), String> {
+        let password = match &self.password {
+            Some(p) => p.resolve("password")?,
+            None => String::new(),
+        };
+        Ok((self.username.resolve("username")?, password))
+    }
+}
+
 /// An error and its sources, each once, joined by `: ` (SDK errors say little at the top: the
 /// reason is in their sources).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -175,6 +205,25 @@ mod tests {
                 .contains("the Test trigger")
         );
         assert!(optional_text("Test", &v, "e").is_err());
+    }
+
+    #[test]
+    fn user_and_password_may_be_secrets() {
+        // SAFETY: the variable's name is used by this test alone.
+        unsafe { std::env::set_var("SWOOP_SECRET_PROPS_TEST_PASSWORD", "pw") };
+        let v = json!({"username": "me", "password": "{{ secret('PROPS_TEST_PASSWORD') }}"});
+        let credentials = UserPassword::from_json(&v).unwrap().unwrap();
+        assert_eq!(credentials.resolve().unwrap(), ("me".into(), "pw".into()));
+        let alone = UserPassword::from_json(&json!({"username": "me"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(alone.resolve().unwrap(), ("me".into(), String::new()));
+        assert!(UserPassword::from_json(&json!({})).unwrap().is_none());
+        assert!(
+            UserPassword::from_json(&json!({"password": "x"}))
+                .unwrap_err()
+                .contains("without `username`")
+        );
     }
 
     #[test]

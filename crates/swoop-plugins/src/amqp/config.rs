@@ -2,8 +2,8 @@
 //! `virtualHost`, `queue`, `consumerTag`, `serdeType`), checked when the flow is built, and the
 //! decoding of a message body.
 
+use crate::props::{DynamicText, no_template, optional_dynamic, optional_text, present, scalar};
 pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
-use crate::props::{no_template, optional_text, present, scalar};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde_json::Value;
 
@@ -24,6 +24,8 @@ pub struct AmqpTriggerConfig {
     /// The consumer tag; when unset, one derived from the trigger's uid.
     pub consumer_tag: Option<String>,
     pub serde_type: SerdeType,
+    /// `password`, over the URL's (it may be a `secret()` template, rendered at connect).
+    pub password: Option<DynamicText>,
 }
 
 impl AmqpTriggerConfig {
@@ -77,9 +79,8 @@ impl AmqpTriggerConfig {
         if let Some(username) = optional_text(SOURCE, v, "username")? {
             uri.authority.userinfo.username = username;
         }
-        if let Some(password) = optional_text(SOURCE, v, "password")? {
-            uri.authority.userinfo.password = password;
-        }
+        // The password may be a `secret()` template: it is set when the trigger connects.
+        let password = optional_dynamic(v, "password")?;
         if let Some(vhost) = optional_text(SOURCE, v, "virtualHost")? {
             uri.vhost = vhost;
         }
@@ -127,7 +128,17 @@ impl AmqpTriggerConfig {
             queue,
             consumer_tag,
             serde_type,
+            password,
         })
+    }
+
+    /// The URI to connect to: [`Self::uri`] with `password` rendered over the URL's.
+    pub fn connect_uri(&self) -> Result<AMQPUri, String> {
+        let mut uri = self.uri.clone();
+        if let Some(password) = &self.password {
+            uri.authority.userinfo.password = password.resolve("password")?;
+        }
+        Ok(uri)
     }
 
     /// Where the trigger connects, without the password, for messages.
@@ -238,7 +249,7 @@ mod tests {
         assert_eq!(c.uri.authority.host, "rabbit");
         assert_eq!(c.uri.authority.port, 5673);
         assert_eq!(c.uri.authority.userinfo.username, "u");
-        assert_eq!(c.uri.authority.userinfo.password, "p");
+        assert_eq!(c.connect_uri().unwrap().authority.userinfo.password, "p");
         assert_eq!(c.uri.vhost, "shop");
         assert_eq!(c.consumer_tag_for("x"), "me");
         let c = ok(json!({"url": null, "host": "rabbit"}));
@@ -261,6 +272,10 @@ mod tests {
         assert!(e.contains("not a valid AMQP URI"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         assert!(err(json!({"url": "{{ secret('AMQP') }}"})).contains("template"));
+        // A password may be a secret, rendered when the trigger connects.
+        let secret = ok(json!({"password": "{{ secret('AMQP_TEST_NOT_SET') }}"}));
+        let e = secret.connect_uri().unwrap_err();
+        assert!(e.contains("SWOOP_SECRET_AMQP_TEST_NOT_SET"), "{e}");
         assert!(err(json!({"autoAck": true})).contains("`autoAck: true` is not supported"));
         assert!(ok(json!({"autoAck": false})).consumer_tag.is_none());
         assert_eq!(

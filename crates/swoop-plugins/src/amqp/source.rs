@@ -74,7 +74,8 @@ impl RealtimeSource for AmqpSource {
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let properties =
                 ConnectionProperties::default().with_connection_name(consumer_name.into());
-            let connection = Connection::connect_uri(self.config.uri.clone(), properties)
+            let uri = self.config.connect_uri().map_err(SourceError::Fatal)?;
+            let connection = Connection::connect_uri(uri, properties)
                 .await
                 .map_err(|e| transient(&address, "cannot connect", e))?;
             let channel = connection

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::props::{no_template, optional_text, present, scalar};
+use crate::props::{UserPassword, no_template, present, scalar};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
@@ -106,8 +106,8 @@ pub struct MqttTriggerConfig {
     pub version: MqttVersion,
     pub topics: Vec<String>,
     pub qos: Qos,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// `username` and `password` (they may be `secret()` templates, rendered at connect).
+    pub credentials: Option<UserPassword>,
     pub serde_type: SerdeType,
     pub connection_timeout: Duration,
 }
@@ -197,11 +197,7 @@ impl MqttTriggerConfig {
             }
         };
 
-        let username = optional_text(SOURCE, v, "username")?;
-        let password = optional_text(SOURCE, v, "password")?;
-        if password.is_some() && username.is_none() {
-            return Err("`password` is set without `username`".into());
-        }
+        let credentials = UserPassword::from_json(v)?;
 
         let serde_type = match present(v, "serdeType") {
             None => SerdeType::Json,
@@ -228,8 +224,7 @@ impl MqttTriggerConfig {
             version,
             topics,
             qos,
-            username,
-            password,
+            credentials,
             serde_type,
             connection_timeout,
         })
@@ -371,7 +366,7 @@ mod tests {
         assert_eq!(c.version, MqttVersion::V3);
         assert_eq!(c.serde_type, SerdeType::Json);
         assert_eq!(c.connection_timeout, DEFAULT_CONNECTION_TIMEOUT);
-        assert!(c.username.is_none() && c.password.is_none());
+        assert!(c.credentials.is_none());
     }
 
     #[test]
@@ -389,7 +384,10 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port), ("::1", 1884));
         assert_eq!(c.topics, vec!["a/+/c", "d/#"]);
         assert_eq!(c.qos, Qos::ExactlyOnce);
-        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(
+            c.credentials.unwrap().resolve().unwrap(),
+            ("u".into(), "p".into())
+        );
         assert_eq!(c.serde_type, SerdeType::Bytes);
         assert_eq!(c.version, MqttVersion::V3);
         assert_eq!(ok(json!({"mqttVersion": "v5"})).version, MqttVersion::V5);
@@ -434,9 +432,8 @@ mod tests {
         assert!(err(json!({"crt": "x"})).contains("TLS is not supported yet"));
         assert!(err(json!({"authMethod": "x"})).contains("`authMethod` is not supported"));
         assert!(err(json!({"password": "p"})).contains("without `username`"));
-        assert!(
-            err(json!({"password": "{{ secret('P') }}", "username": "u"})).contains("template")
-        );
+        let secret = ok(json!({"password": "{{ secret('P') }}", "username": "u"}));
+        assert!(secret.credentials.is_some());
     }
 
     #[test]

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::config::{MqttTriggerConfig, MqttVersion, Qos, SerdeType};
+use crate::props::UserPassword;
 
 /// Incoming messages waiting for the runtime. Small: for QoS 1 and 2 the broker's in-flight
 /// window (unacknowledged messages) is the real bound; when the channel is full (QoS 0, or a
@@ -200,8 +201,13 @@ mod v3 {
             .set_keep_alive(KEEP_ALIVE)
             .set_inflight(MAX_INFLIGHT)
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
-        if let Some(username) = &c.username {
-            options.set_credentials(username.clone(), c.password.clone().unwrap_or_default());
+        let credentials = c
+            .credentials
+            .as_ref()
+            .map(UserPassword::resolve)
+            .transpose();
+        if let Some((username, password)) = credentials.map_err(SourceError::Fatal)? {
+            options.set_credentials(username, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut network = eventloop.network_options();
@@ -434,8 +440,13 @@ mod v5 {
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(Some(MAX_PACKET_SIZE as u32))
             .set_connection_timeout(c.connection_timeout.as_secs().max(1));
-        if let Some(username) = &c.username {
-            options.set_credentials(username.clone(), c.password.clone().unwrap_or_default());
+        let credentials = c
+            .credentials
+            .as_ref()
+            .map(UserPassword::resolve)
+            .transpose();
+        if let Some((username, password)) = credentials.map_err(SourceError::Fatal)? {
+            options.set_credentials(username, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
 

@@ -4,8 +4,10 @@
 
 use std::str::FromStr;
 
+use crate::props::{
+    DynamicText, UserPassword, no_template, optional_dynamic, optional_text, present, scalar,
+};
 pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
-use crate::props::{no_template, optional_text, present, scalar};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -51,9 +53,10 @@ pub struct NatsTriggerConfig {
     /// The server URLs (`url`, comma-separated), as written (they may hold a password: show
     /// [`Self::display_url`]).
     pub servers: Vec<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub token: Option<String>,
+    /// `username` and `password`, or `token` (they may be `secret()` templates, rendered at
+    /// connect).
+    pub credentials: Option<UserPassword>,
+    pub token: Option<DynamicText>,
     pub subject: String,
     /// The durable consumer's name; when unset, a stable one is derived from the trigger's uid
     /// when it connects (see [`default_durable_id`]).
@@ -89,13 +92,9 @@ impl NatsTriggerConfig {
                     .into(),
             );
         }
-        let username = optional_text(SOURCE, v, "username")?;
-        let password = optional_text(SOURCE, v, "password")?;
-        let token = optional_text(SOURCE, v, "token")?;
-        if password.is_some() && username.is_none() {
-            return Err("`password` is set without `username`".into());
-        }
-        if token.is_some() && username.is_some() {
+        let credentials = UserPassword::from_json(v)?;
+        let token = optional_dynamic(v, "token")?;
+        if token.is_some() && credentials.is_some() {
             return Err("`token` and `username` are both set: use one of them".into());
         }
 
@@ -190,8 +189,7 @@ impl NatsTriggerConfig {
 
         Ok(NatsTriggerConfig {
             servers,
-            username,
-            password,
+            credentials,
             token,
             subject,
             durable_id,
@@ -378,7 +376,14 @@ mod tests {
             since.deliver_policy,
             DeliverPolicy::ByStartTime(_)
         ));
-        assert_eq!(ok(json!({"token": "t"})).token.as_deref(), Some("t"));
+        assert_eq!(
+            ok(json!({"token": "t"}))
+                .token
+                .unwrap()
+                .resolve("token")
+                .unwrap(),
+            "t"
+        );
         assert_eq!(
             ok(json!({"url": "localhost:4222"})).servers,
             vec!["localhost:4222"]

@@ -60,12 +60,12 @@ impl NatsSource {
         let mut options = ConnectOptions::new()
             .name(format!("swoop {consumer_name}"))
             .connection_timeout(CONNECTION_TIMEOUT);
-        if let Some(user) = &c.username {
-            options =
-                options.user_and_password(user.clone(), c.password.clone().unwrap_or_default());
+        if let Some(credentials) = &c.credentials {
+            let (user, password) = credentials.resolve().map_err(SourceError::Fatal)?;
+            options = options.user_and_password(user, password);
         }
         if let Some(token) = &c.token {
-            options = options.token(token.clone());
+            options = options.token(token.resolve("token").map_err(SourceError::Fatal)?);
         }
         let servers: Vec<async_nats::ServerAddr> = c
             .servers

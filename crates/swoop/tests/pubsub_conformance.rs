@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::conformance::SourceFixture;
-use common::{free_port, wait_for_listener};
+use common::{free_port, log_tail, wait_for_listener};
 use google_cloud_auth::credentials::{Credentials, anonymous};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
@@ -49,12 +49,6 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("emulator.out")
 }
 
-fn server_log(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 fn start_server(port: u16, dir: &Path) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -80,7 +74,7 @@ fn start_server(port: u16, dir: &Path) -> Child {
         port,
         "the Pub/Sub emulator",
         Duration::from_secs(120),
-        || server_log(dir),
+        || log_tail(&log_path(dir), 40),
     );
     child
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use common::conformance::SourceFixture;
-use common::{Server, free_port, http, json, total_in, wait_for_listener};
+use common::{Server, free_port, http, json, log_tail, total_in, wait_for_listener};
 
 /// moto's default account id, part of its queue URLs.
 const ACCOUNT: &str = "123456789012";
@@ -55,12 +55,6 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("moto.out")
 }
 
-fn server_log(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 fn start_server(port: u16, dir: &Path) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -79,7 +73,7 @@ fn start_server(port: u16, dir: &Path) -> Child {
         port,
         "moto_server",
         Duration::from_secs(60),
-        || server_log(dir),
+        || log_tail(&log_path(dir), 40),
     );
     child
 }

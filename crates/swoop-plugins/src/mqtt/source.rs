@@ -69,6 +69,15 @@ impl MqttSource {
     }
 }
 
+/// `username` and `password`, rendered (a secret that is not set fails the trigger).
+fn credentials(c: &MqttTriggerConfig) -> Result<Option<(String, String)>, SourceError> {
+    c.credentials
+        .as_ref()
+        .map(UserPassword::resolve)
+        .transpose()
+        .map_err(SourceError::Fatal)
+}
+
 #[async_trait]
 impl RealtimeSource for MqttSource {
     async fn connect(
@@ -201,12 +210,7 @@ mod v3 {
             .set_keep_alive(KEEP_ALIVE)
             .set_inflight(MAX_INFLIGHT)
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
-        let credentials = c
-            .credentials
-            .as_ref()
-            .map(UserPassword::resolve)
-            .transpose();
-        if let Some((username, password)) = credentials.map_err(SourceError::Fatal)? {
+        if let Some((username, password)) = credentials(c)? {
             options.set_credentials(username, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
@@ -440,12 +444,7 @@ mod v5 {
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(Some(MAX_PACKET_SIZE as u32))
             .set_connection_timeout(c.connection_timeout.as_secs().max(1));
-        let credentials = c
-            .credentials
-            .as_ref()
-            .map(UserPassword::resolve)
-            .transpose();
-        if let Some((username, password)) = credentials.map_err(SourceError::Fatal)? {
+        if let Some((username, password)) = credentials(c)? {
             options.set_credentials(username, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);

@@ -32,6 +32,13 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The last `lines` lines of a test server's output file, for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Waits until a test server child process accepts connections on `port`; panics with `what`
 /// and `log()` (its output) if it exits first or takes longer than `within`.
 pub fn wait_for_listener(

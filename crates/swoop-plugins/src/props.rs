@@ -115,6 +115,33 @@ impl UserPassword {
     }
 }
 
+/// A URL fit for messages: `scheme://user:secret@host/…` → `scheme://user:***@host/…`. A lone
+/// userinfo (`redis://secret@host`, `nats://token@host`) is hidden whole: for Redis it is the
+/// password, for NATS a token.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None if !userinfo.is_empty() => "***".to_string(),
+        None => String::new(),
+    };
+    format!(
+        "{}{redacted}{}{}",
+        &url[..scheme_end],
+        &authority[at..],
+        &rest[authority_end..]
+    )
+}
+
 /// An error and its sources, each once, joined by `: ` (SDK errors say little at the top: the
 /// reason is in their sources).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -224,6 +251,23 @@ mod tests {
                 .unwrap_err()
                 .contains("without `username`")
         );
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:secret@host:5672/v"),
+            "amqp://user:***@host:5672/v"
+        );
+        assert_eq!(redact_url("redis://:secret@host/0"), "redis://:***@host/0");
+        assert_eq!(redact_url("redis://secret@host"), "redis://***@host");
+        assert_eq!(redact_url("nats://token@a:4222"), "nats://***@a:4222");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("amqp://host"), "amqp://host");
+        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `virtualHost`, `queue`, `consumerTag`, `serdeType`), checked when the flow is built, and the
 //! decoding of a message body.
 
-use crate::props::{DynamicText, no_template, optional_dynamic, optional_text, present, scalar};
+use crate::props::{
+    DynamicText, no_template, optional_dynamic, optional_text, present, redact_url, scalar,
+};
 pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde_json::Value;
@@ -180,30 +182,6 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// `amqp://user:secret@host:5672/vhost` → `amqp://user:***@host:5672/vhost`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_string(),
-    };
-    format!(
-        "{}{redacted}{}{}",
-        &url[..scheme_end],
-        &authority[at..],
-        &rest[authority_end..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,15 +261,6 @@ mod tests {
             "`serdeType` must be STRING or JSON, got `AVRO`"
         );
         assert_eq!(ok(json!({"serdeType": "json"})).serde_type, SerdeType::Json);
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("amqp://user:secret@host:5672/v"),
-            "amqp://user:***@host:5672/v"
-        );
-        assert_eq!(redact_url("amqp://host"), "amqp://host");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::str::FromStr;
 
 use crate::props::{
-    DynamicText, UserPassword, no_template, optional_dynamic, optional_text, present, scalar,
+    DynamicText, UserPassword, no_template, optional_dynamic, optional_text, present, redact_url,
+    scalar,
 };
 pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
 use chrono::{DateTime, Utc};
@@ -210,7 +211,7 @@ impl NatsTriggerConfig {
     pub fn display_url(&self) -> String {
         self.servers
             .iter()
-            .map(|s| redact(s))
+            .map(|s| redact_url(s))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -225,16 +226,6 @@ pub fn default_durable_id(consumer_name: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("swoop-{hash:016x}")
-}
-
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.rsplit_once('@')
-    {
-        let user = userinfo.split(':').next().unwrap_or_default();
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_string()
 }
 
 /// One server URL: `nats://host[:port]` (or `host[:port]`); TLS and websockets are refused.
@@ -257,7 +248,7 @@ fn check_server(server: &str) -> Result<(), String> {
     async_nats::ServerAddr::from_str(server).map_err(|e| {
         format!(
             "`url` `{}` is not a valid NATS URL (such as `nats://localhost:4222`): {e}",
-            redact(server)
+            redact_url(server)
         )
     })?;
     Ok(())

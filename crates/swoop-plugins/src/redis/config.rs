@@ -2,11 +2,12 @@
 //! built, and how a popped element is decoded.
 
 pub use crate::props::{SERDE_TYPE_NAMES, SerdeType};
-use crate::props::{no_template, present, scalar};
+use crate::props::{no_template, present, redact_url, scalar};
 use serde_json::Value;
 
 /// How errors name this source.
 const SOURCE: &str = "Redis";
+
 /// A checked Redis list realtime trigger.
 #[derive(Debug, Clone)]
 pub struct RedisTriggerConfig {
@@ -65,32 +66,6 @@ impl RedisTriggerConfig {
     pub fn processing_key(&self, consumer_name: &str) -> String {
         format!("{}:swoop:processing:{consumer_name}", self.key)
     }
-}
-
-/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        // `redis://secret@host`: a lone userinfo is the password.
-        None if !userinfo.is_empty() => "***".to_string(),
-        None => String::new(),
-    };
-    format!(
-        "{}{redacted}{}{}",
-        &url[..scheme_end],
-        &authority[at..],
-        &rest[authority_end..]
-    )
 }
 
 #[cfg(test)]
@@ -155,21 +130,6 @@ mod tests {
         );
         let e = err(json!({"serdeType": "AVRO"}));
         assert_eq!(e, "`serdeType` must be STRING or JSON, got `AVRO`");
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://:secret@host/0"), "redis://:***@host/0");
-        assert_eq!(redact_url("redis://secret@host"), "redis://***@host");
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]

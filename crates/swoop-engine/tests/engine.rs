@@ -2,6 +2,8 @@
 //! SQLite store in a temporary directory. Every wait is bounded; timing properties (overlap,
 //! durations) are checked on the state histories the engine records, not on the test's clock.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use swoop_store::{
     Created, DedupKey, ExecutionQuery, ExecutionStore, FlowStore, LogStore, SqliteStore, Store,
 };
 use tempfile::TempDir;
+
+use common::{max_overlap, running_interval};
 
 const NS: &str = "test.engine";
 /// How long any execution of these tests may take.
@@ -213,38 +217,6 @@ fn history(state: &StateInfo) -> Vec<State> {
 
 fn output(run: &TaskRun, key: &str) -> Value {
     run.outputs.get(key).cloned().unwrap_or(Value::Null)
-}
-
-/// When something was RUNNING: from its first RUNNING to its end.
-fn running_interval(state: &StateInfo) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = state
-        .histories
-        .iter()
-        .find(|h| h.state == State::Running)
-        .map(|h| h.date)
-        .unwrap_or_else(|| panic!("never RUNNING: {:?}", history(state)));
-    let end = state
-        .end_date()
-        .unwrap_or_else(|| panic!("not ended: {:?}", history(state)));
-    (start, end)
-}
-
-/// The most intervals that overlap at one instant (an interval ending when another starts does
-/// not overlap it).
-fn max_overlap(intervals: &[(DateTime<Utc>, DateTime<Utc>)]) -> usize {
-    let mut events: Vec<(DateTime<Utc>, i32)> = intervals
-        .iter()
-        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
-        .collect();
-    // At the same instant, ends come first.
-    events.sort();
-    let mut current = 0i32;
-    let mut max = 0i32;
-    for (_, delta) in events {
-        current += delta;
-        max = max.max(current);
-    }
-    max as usize
 }
 
 fn example(name: &str) -> String {

@@ -7,6 +7,8 @@
 //! told to fail connections or a read. Every wait is bounded; timing properties (overlap, slots)
 //! are checked on the state histories the engine records or on the fake's own counters.
 
+mod common;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -18,7 +20,6 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use swoop_core::flow::TriggerKind;
-use swoop_core::model::StateInfo;
 use swoop_core::realtime::{
     Ack, Event, Ordering, RealtimeConnection, RealtimeSettings, RealtimeSource, RealtimeTrigger,
     SourceError,
@@ -29,6 +30,8 @@ use swoop_engine::{Engine, TriggerState, TriggerStatus};
 use swoop_store::{ExecutionQuery, ExecutionStore, LogStore, SqliteStore, Store};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
+
+use common::{max_overlap, running_interval};
 
 const NS: &str = "test.realtime";
 const FAKE_TYPE: &str = "test.FakeRealtime";
@@ -387,38 +390,6 @@ fn describe(e: &Execution) -> String {
             .map(|h| h.state)
             .collect::<Vec<_>>()
     )
-}
-
-/// When something was RUNNING: from its first RUNNING to its end.
-fn running_interval(state: &StateInfo) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = state
-        .histories
-        .iter()
-        .find(|h| h.state == State::Running)
-        .map(|h| h.date)
-        .unwrap_or_else(|| panic!("never RUNNING: {:?}", state.histories));
-    let end = state
-        .end_date()
-        .unwrap_or_else(|| panic!("not ended: {:?}", state.histories));
-    (start, end)
-}
-
-/// The most intervals that overlap at one instant (an interval ending when another starts does
-/// not overlap it).
-fn max_overlap(intervals: &[(DateTime<Utc>, DateTime<Utc>)]) -> usize {
-    let mut events: Vec<(DateTime<Utc>, i32)> = intervals
-        .iter()
-        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
-        .collect();
-    // At the same instant, ends come first.
-    events.sort();
-    let mut current = 0i32;
-    let mut max = 0i32;
-    for (_, delta) in events {
-        current += delta;
-        max = max.max(current);
-    }
-    max as usize
 }
 
 fn assert_acked_once(acks: &[String], expected: impl IntoIterator<Item = String>) {

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::config::{EMULATOR_HOST_VARIABLE, PubSubTriggerConfig, SerdeType, full_name};
+use crate::props::error_chain;
 
 /// Messages waiting for the runtime.
 pub const CHANNEL_CAPACITY: usize = 64;
@@ -155,8 +156,11 @@ impl PubSubSource {
     }
 }
 
-fn transient(subscription: &str, what: &str, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Transient(format!("Pub/Sub {subscription}: {what}: {e}"))
+fn transient(subscription: &str, what: &str, e: impl std::error::Error + 'static) -> SourceError {
+    SourceError::Transient(format!(
+        "Pub/Sub {subscription}: {what}: {}",
+        error_chain(&e)
+    ))
 }
 
 fn code(e: &google_cloud_pubsub::Error) -> Option<Code> {

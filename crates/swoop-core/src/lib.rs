@@ -6,14 +6,21 @@
 //!   with its line and column.
 //! - [`registry`]: the plugin traits (runnable tasks, triggers) and the registry of type names.
 //! - [`template`]: Pebble-style templates (minijinja + jaq).
+//! - [`storage`] + [`ion`]: internal storage (`kestra:///…` URIs, the backend trait) and Ion
+//!   row files; [`resources`]: clients and pools shared across executions; [`testing`]: a
+//!   [`registry::RunContext`] for plugin unit tests.
 //! - [`duration`]: ISO-8601 durations as Kestra writes them (`PT5S`).
 
 pub mod duration;
 pub mod flow;
+pub mod ion;
 pub mod model;
 pub mod realtime;
 pub mod registry;
+pub mod resources;
+pub mod storage;
 pub mod template;
+pub mod testing;
 pub mod validate;
 pub mod yaml;
 

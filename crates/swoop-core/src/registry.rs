@@ -11,10 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::flow::{Flowable, TriggerKind};
-use crate::model::LogLevel;
+use crate::model::{Label, LogLevel};
+use crate::resources::SharedResources;
+use crate::storage::TaskStorage;
 
 /// The kind of value a property takes. The validator checks values against it; any string
 /// value may also be a template, which is checked for syntax.
@@ -120,27 +124,134 @@ pub trait RunnableTask: Send + Sync {
     async fn run(&self, ctx: &dyn RunContext) -> Result<Map<String, Value>, TaskError>;
 }
 
-/// What a running task may use: template rendering over the execution's variables, and logging.
-/// The engine implements it; the task never sees the store or the source that fired the flow.
+/// Who is running: the coordinates of one attempt of one task run.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRunInfo {
+    pub namespace: String,
+    pub flow_id: String,
+    pub execution_id: String,
+    pub task_id: String,
+    pub task_run_id: String,
+    /// 1-based.
+    pub attempt: u32,
+}
+
+impl TaskRunInfo {
+    /// `namespace/flowId`: the user of shared resources.
+    pub fn flow_ref(&self) -> String {
+        format!("{}/{}", self.namespace, self.flow_id)
+    }
+
+    /// A stable id for idempotent writes: the same for every attempt and every re-run after a
+    /// crash of this task run (`<executionId>/<taskRunId>`).
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.execution_id, self.task_run_id)
+    }
+}
+
+/// What a running task may use. The engine implements it; the task never sees the store or the
+/// source that fired the flow.
+///
+/// - rendering over the execution's variables, as text ([`RunContext::render`]) or keeping
+///   types ([`RunContext::render_typed`]);
+/// - a cancellation token cancelled on kill and `timeout` (the engine also drops the task's
+///   future then, which drops any request or query in flight; tasks holding things a drop does
+///   not stop — a child process, a blocking thread — watch the token);
+/// - the task run's internal storage and the execution's files;
+/// - clients and pools shared by every execution on the node ([`SharedResources`]);
+/// - logging, and the execution's labels.
 pub trait RunContext: Send + Sync {
     /// Renders `template` (the value of `property`) against the execution's variables.
     fn render(&self, property: &str, template: &str) -> Result<String, TaskError>;
     /// Renders every string inside `value`.
     fn render_value(&self, property: &str, value: &Value) -> Result<Value, TaskError>;
+    /// Renders `value` keeping types: a string that is one `{{ expression }}` yields the
+    /// expression's value (a number, a list, a map).
+    fn render_typed(&self, property: &str, value: &Value) -> Result<Value, TaskError>;
     fn log(&self, level: LogLevel, message: String);
+    /// Cancelled when the execution is killed or the attempt's `timeout` passes.
+    fn cancellation(&self) -> &CancellationToken;
+    /// This task run's files.
+    fn storage(&self) -> &TaskStorage;
+    /// Clients and pools shared across executions (see [`shared_resource`]).
+    fn resources(&self) -> &SharedResources;
+    fn info(&self) -> &TaskRunInfo;
+    /// Merges labels into the running execution's labels (same key: the new value wins).
+    fn add_labels(&self, labels: Vec<Label>) -> Result<(), TaskError>;
 }
 
-/// Why a task failed; the message is shown to the user as is.
+/// Renders `value` keeping types, then converts it to `T`. A string where `T` wants a number or
+/// a boolean is parsed (`"5"` → 5), as Kestra's `Property<Integer>` does.
+pub fn render_as<T: DeserializeOwned>(
+    ctx: &dyn RunContext,
+    property: &str,
+    value: &Value,
+) -> Result<T, TaskError> {
+    let rendered = ctx.render_typed(property, value)?;
+    match serde_json::from_value::<T>(rendered.clone()) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            if let Value::String(s) = &rendered
+                && let Ok(parsed) = serde_json::from_str::<Value>(s)
+                && let Ok(v) = serde_json::from_value::<T>(parsed)
+            {
+                return Ok(v);
+            }
+            Err(TaskError::permanent(format!(
+                "property `{property}`: {first} (got {rendered})"
+            )))
+        }
+    }
+}
+
+/// The shared resource of type `T` for `key` (the connection settings), created on first use
+/// by `init` and shared by every execution of every flow on the node that asks for the same
+/// key.
+pub async fn shared_resource<T, F, Fut>(
+    ctx: &dyn RunContext,
+    key: &str,
+    init: F,
+) -> Result<Arc<T>, TaskError>
+where
+    T: std::any::Any + Send + Sync,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TaskError>>,
+{
+    ctx.resources()
+        .get_or_try_init(&ctx.info().flow_ref(), key, init)
+        .await
+}
+
+/// Why a task failed; the message is shown to the user as is. `retryable` says whether trying
+/// again may help (a refused connection, a timeout, a 503) or not (a syntax error, a bad
+/// property, a 404): a task's `retry` policy only acts on retryable errors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskError {
     pub message: String,
+    pub retryable: bool,
 }
 
 impl TaskError {
+    /// An error that may go away (the default: when in doubt, let `retry` decide).
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            retryable: true,
         }
+    }
+
+    /// An error that will happen again however often the task is retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// Same error, with `context` in front of the message (`"task x: …"`).
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
     }
 }
 

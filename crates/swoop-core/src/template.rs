@@ -8,7 +8,11 @@
 //!   source text, so a template is parsed once however many executions render it.
 //! - swoop's filters (`jq`, `toJson`/`json`, `fromJson`, `keys`, `values`, `number`, `date`,
 //!   `slugify`, `base64encode`/`base64decode`, `urlencode`, Pebble's `default` and `replace`, …)
-//!   and functions (`secret`, `now`, `uuid`, `fromJson`/`json`).
+//!   and functions (`secret`, `now`, `uuid`, `fromJson`/`json`, and the internal-storage ones:
+//!   `read`, `fromIon`, `fileSize`, `fileExists`, `isFileEmpty`, which reach the files of the
+//!   execution being rendered through [`with_files`]).
+//! - [`Templates::render_typed`]: a string that is one `{{ expression }}` renders to the
+//!   expression's own value (a number, a list, a map), not to its text.
 //! - [`check_syntax`], used by flow validation to reject broken templates before a flow is saved.
 //! - [`mask_secrets`]: every value `secret()` ever returned in this process is remembered so that
 //!   logs and outputs can be scrubbed.
@@ -21,7 +25,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::rc::Rc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -42,6 +46,44 @@ const MAX_JQ_RESULTS: usize = 100_000;
 const MASK: &str = "******";
 /// Longest template text quoted by [`RenderError`]'s `Display`.
 const MAX_QUOTED_EXPRESSION: usize = 300;
+
+/// The most bytes `read()` returns; bigger files are for tasks to stream.
+pub const MAX_READ_BYTES: u64 = 10 * 1024 * 1024;
+
+/// What the file functions (`read`, `fileSize` …) reach while a task of one execution renders.
+/// The engine hands over the execution's files (`storage::ExecutionFiles`), which refuse the
+/// files of other executions.
+pub trait FileAccess: Send + Sync {
+    /// The whole file (at most [`MAX_READ_BYTES`]).
+    fn read(&self, uri: &str) -> Result<Vec<u8>, String>;
+    /// The file's size, `None` when there is no such file.
+    fn size(&self, uri: &str) -> Result<Option<u64>, String>;
+}
+
+thread_local! {
+    static FILES: RefCell<Option<Arc<dyn FileAccess>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which renders) with `files` reachable by the file functions. Rendering is
+/// synchronous, so a thread-local set for the call's duration is exact.
+pub fn with_files<R>(files: Option<Arc<dyn FileAccess>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<dyn FileAccess>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            FILES.with(|cell| *cell.borrow_mut() = previous);
+        }
+    }
+    let previous = FILES.with(|cell| std::mem::replace(&mut *cell.borrow_mut(), files));
+    let _restore = Restore(previous);
+    f()
+}
+
+fn current_files() -> Result<Arc<dyn FileAccess>, Error> {
+    FILES
+        .with(|cell| cell.borrow().clone())
+        .ok_or_else(|| invalid("file functions are only available while a task runs"))
+}
 
 /// Compiled-template cache + minijinja environment with swoop's filters and functions.
 pub struct Templates {
@@ -106,6 +148,47 @@ impl Templates {
         // The context is converted at most once, and only if some string needs rendering.
         let mut ctx = None;
         self.render_value_with(value, context, &mut ctx)
+    }
+
+    /// Like [`Templates::render_value`], but a string that is exactly one `{{ expression }}`
+    /// becomes the expression's value with its type (`"{{ inputs.n }}"` → `5`,
+    /// `"{{ outputs.q.rows }}"` → a list), as Kestra's typed properties read them.
+    pub fn render_typed(
+        &self,
+        value: &serde_json::Value,
+        context: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
+        use serde_json::Value as J;
+        match value {
+            J::String(s) => match single_expression(s) {
+                Some(expr) => {
+                    let json = self
+                        .render_with(&format!("{{{{ ({expr}) | toJson }}}}"), &to_value(context))
+                        .map_err(|e| RenderError {
+                            expression: s.clone(),
+                            message: e.message,
+                        })?;
+                    serde_json::from_str(&json).map_err(|e| RenderError {
+                        expression: s.clone(),
+                        message: format!("the value is not JSON: {e}"),
+                    })
+                }
+                None => self.render(s, context).map(J::String),
+            },
+            J::Array(items) => items
+                .iter()
+                .map(|item| self.render_typed(item, context))
+                .collect::<Result<_, _>>()
+                .map(J::Array),
+            J::Object(map) => {
+                let mut out = serde_json::Map::with_capacity(map.len());
+                for (key, item) in map {
+                    out.insert(key.clone(), self.render_typed(item, context)?);
+                }
+                Ok(J::Object(out))
+            }
+            other => Ok(other.clone()),
+        }
     }
 
     fn render_value_with(
@@ -227,6 +310,15 @@ impl std::error::Error for RenderError {}
 // ---------------------------------------------------------------------------------------------
 // Environment
 
+/// The expression of a string that is exactly one `{{ … }}` and nothing else.
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
 /// Whether `text` contains template syntax at all.
 fn is_template(text: &str) -> bool {
     text.as_bytes()
@@ -293,7 +385,54 @@ fn build_environment() -> Environment<'static> {
     env.add_function("uuid", || uuid::Uuid::new_v4().to_string());
     env.add_function("fromJson", from_json);
     env.add_function("json", from_json);
+
+    env.add_function("read", read_file);
+    env.add_function("fileSize", file_size);
+    env.add_function("fileExists", file_exists);
+    env.add_function("isFileEmpty", is_file_empty);
+    env.add_function("fromIon", from_ion);
+    env.add_filter("fromIon", from_ion);
     env
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal-storage functions
+
+/// `read(uri)`: a file of this execution as UTF-8 text.
+fn read_file(uri: &str) -> Result<String, Error> {
+    let bytes = current_files()?.read(uri).map_err(invalid)?;
+    String::from_utf8(bytes).map_err(|_| invalid(format!("{uri} is not UTF-8 text")))
+}
+
+fn file_size(uri: &str) -> Result<u64, Error> {
+    current_files()?
+        .size(uri)
+        .map_err(invalid)?
+        .ok_or_else(|| invalid(format!("no file at {uri}")))
+}
+
+fn file_exists(uri: &str) -> Result<bool, Error> {
+    Ok(current_files()?.size(uri).map_err(invalid)?.is_some())
+}
+
+fn is_file_empty(uri: &str) -> Result<bool, Error> {
+    Ok(file_size(uri)? == 0)
+}
+
+/// `fromIon(text, allRows=false)`: the first Ion value of `text`, or a list of all of them.
+fn from_ion(state: &State, text: &Value, all_rows: Option<bool>) -> Result<Value, Error> {
+    let text = defined(state, text)?
+        .as_str()
+        .ok_or_else(|| invalid("fromIon expects Ion text (e.g. `read(outputs.q.uri)`)"))?;
+    let rows = crate::ion::from_text(text).map_err(|e| invalid(e.to_string()))?;
+    if all_rows.unwrap_or(false) {
+        Ok(to_value(&rows))
+    } else {
+        Ok(rows
+            .into_iter()
+            .next()
+            .map_or(Value::from(()), |v| to_value(&v)))
+    }
 }
 
 /// Pebble/Kestra printing: strings raw, maps and lists as compact JSON, null as nothing.
@@ -1055,6 +1194,53 @@ mod tests {
 
     fn ok(template: &str, context: serde_json::Value) -> String {
         render(template, context).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn render_typed_keeps_the_type_of_a_single_expression() {
+        let ctx = json!({"inputs": {"n": 5, "rows": [{"a": 1}]}, "vars": {"s": "x"}});
+        let t = |v: serde_json::Value| Templates::global().render_typed(&v, &ctx).unwrap();
+        assert_eq!(t(json!("{{ inputs.n }}")), json!(5));
+        assert_eq!(t(json!(" {{ inputs.rows }} ")), json!([{"a": 1}]));
+        assert_eq!(t(json!("n={{ inputs.n }}")), json!("n=5"));
+        assert_eq!(t(json!({"k": ["{{ vars.s }}", 3]})), json!({"k": ["x", 3]}));
+        let err = Templates::global()
+            .render_typed(&json!("{{ inputs.nope }}"), &ctx)
+            .unwrap_err();
+        assert!(err.to_string().contains("{{ inputs.nope }}"), "{err}");
+    }
+
+    struct FakeFiles;
+    impl FileAccess for FakeFiles {
+        fn read(&self, uri: &str) -> Result<Vec<u8>, String> {
+            match uri {
+                "kestra:///ns/f/executions/e/a.ion" => Ok(b"{a:1}\n{a:2}\n".to_vec()),
+                "kestra:///ns/f/executions/e/empty" => Ok(Vec::new()),
+                _ => Err(format!("no file at {uri}")),
+            }
+        }
+        fn size(&self, uri: &str) -> Result<Option<u64>, String> {
+            Ok(self.read(uri).ok().map(|d| d.len() as u64))
+        }
+    }
+
+    #[test]
+    fn file_functions_reach_the_execution_files() {
+        let ctx = json!({"uri": "kestra:///ns/f/executions/e/a.ion"});
+        let out = with_files(Some(Arc::new(FakeFiles)), || {
+            ok(
+                "{{ fileSize(uri) }} {{ fileExists(uri) }} {{ fileExists('kestra:///x') }} \
+                 {{ isFileEmpty('kestra:///ns/f/executions/e/empty') }} \
+                 {{ fromIon(read(uri)).a }} {{ read(uri) | fromIon(true) | length }}",
+                ctx.clone(),
+            )
+        });
+        assert_eq!(out, "12 true false true 1 2");
+        let err = render("{{ read(uri) }}", ctx).unwrap_err();
+        assert!(
+            err.message.contains("only available while a task runs"),
+            "{err}"
+        );
     }
 
     #[test]

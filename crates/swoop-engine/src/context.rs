@@ -4,16 +4,22 @@
 //! `inputs`, `vars` (the flow's `variables`), `trigger` (the trigger's variables), `labels`
 //! (a map), `outputs.<taskId>` (or `outputs.<taskId>.<value>` for runs inside a ForEach),
 //! `taskrun` {id, value, iteration, attemptsCount, parentId}, `task` {id, type}.
+//! The file functions (`read()` …) see the execution's files through [`with_files`].
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
-use swoop_core::model::{LogEntry, LogLevel};
-use swoop_core::registry::{RunContext, TaskError};
-use swoop_core::template::{Templates, mask_secrets};
+use swoop_core::model::{Label, LogEntry, LogLevel};
+use swoop_core::registry::{RunContext, TaskError, TaskRunInfo};
+use swoop_core::resources::SharedResources;
+use swoop_core::storage::TaskStorage;
+use swoop_core::template::{FileAccess, Templates, mask_secrets, with_files};
 use swoop_core::{Execution, Flow};
 use swoop_store::LogStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::LiveExecution;
 
 /// The part of the context that is the same for every task of an execution.
 pub fn base_context(flow: &Flow, execution: &Execution) -> Map<String, Value> {
@@ -116,37 +122,82 @@ impl LogTarget {
     }
 }
 
-/// What a runnable task sees while it runs: its full template context and a logger.
+/// What a runnable task sees while it runs: its full template context, a logger, its storage,
+/// the node's shared resources, a cancellation token, and its execution (for labels).
 pub struct TaskRunContext {
     pub flow_ref: String,
     pub task_id: String,
     pub context: Value,
     pub log: LogTarget,
+    pub info: TaskRunInfo,
+    pub storage: TaskStorage,
+    pub resources: Arc<SharedResources>,
+    pub cancel: CancellationToken,
+    pub live: Arc<LiveExecution>,
 }
 
 impl TaskRunContext {
     fn render_error(&self, property: &str, e: impl std::fmt::Display) -> TaskError {
-        TaskError::new(format!(
+        // A template that does not render will not render on the next attempt either.
+        TaskError::permanent(format!(
             "flow `{}`, task `{}`, property `{property}`: {e}",
             self.flow_ref, self.task_id
         ))
+    }
+
+    fn files(&self) -> Option<Arc<dyn FileAccess>> {
+        Some(Arc::new(self.storage.files.clone()))
     }
 }
 
 impl RunContext for TaskRunContext {
     fn render(&self, property: &str, template: &str) -> Result<String, TaskError> {
-        Templates::global()
-            .render(template, &self.context)
-            .map_err(|e| self.render_error(property, e))
+        with_files(self.files(), || {
+            Templates::global().render(template, &self.context)
+        })
+        .map_err(|e| self.render_error(property, e))
     }
 
     fn render_value(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
-        Templates::global()
-            .render_value(value, &self.context)
-            .map_err(|e| self.render_error(property, e))
+        with_files(self.files(), || {
+            Templates::global().render_value(value, &self.context)
+        })
+        .map_err(|e| self.render_error(property, e))
+    }
+
+    fn render_typed(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
+        with_files(self.files(), || {
+            Templates::global().render_typed(value, &self.context)
+        })
+        .map_err(|e| self.render_error(property, e))
     }
 
     fn log(&self, level: LogLevel, message: String) {
         self.log.log(level, &message);
+    }
+
+    fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    fn storage(&self) -> &TaskStorage {
+        &self.storage
+    }
+
+    fn resources(&self) -> &SharedResources {
+        &self.resources
+    }
+
+    fn info(&self) -> &TaskRunInfo {
+        &self.info
+    }
+
+    fn add_labels(&self, labels: Vec<Label>) -> Result<(), TaskError> {
+        let mut execution = self.live.execution.lock();
+        for label in labels {
+            execution.labels.retain(|l| l.key != label.key);
+            execution.labels.push(label);
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,10 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use swoop_core::model::{ExecutionTrigger, Label};
+use swoop_core::resources::SharedResources;
+use swoop_core::storage::{
+    self, ExecutionFiles, FileMeta, FileReader, InternalStorage, MemoryStorage,
+};
 use swoop_core::validate::Diagnostic;
 use swoop_core::{Execution, Flow, Registry, State};
 use swoop_store::{Created, DedupKey, Durability, FlowRecord, Store};
@@ -83,14 +87,29 @@ pub struct Engine {
     concurrency: Mutex<HashMap<FlowKey, Arc<Semaphore>>>,
     triggers: TriggerSupervisor,
     pub(crate) shutdown: CancellationToken,
+    /// Internal storage (`kestra:///…` files).
+    pub(crate) storage: Arc<dyn InternalStorage>,
+    /// Clients and pools shared by every execution on this node.
+    pub(crate) resources: Arc<SharedResources>,
     me: Weak<Engine>,
 }
 
 impl Engine {
     /// Loads the stored flows, starts their triggers and resumes every unfinished execution.
+    /// Files are kept in memory: use [`Engine::start_with_storage`] to keep them.
     pub async fn start(
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
+    ) -> EngineResult<Arc<Engine>> {
+        Self::start_with_storage(store, registry, Arc::new(MemoryStorage::new())).await
+    }
+
+    /// Loads the stored flows, starts their triggers and resumes every unfinished execution,
+    /// with `storage` for the files tasks write.
+    pub async fn start_with_storage(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        storage: Arc<dyn InternalStorage>,
     ) -> EngineResult<Arc<Engine>> {
         let engine = Arc::new_cyclic(|me| Engine {
             store,
@@ -102,6 +121,8 @@ impl Engine {
             concurrency: Mutex::new(HashMap::new()),
             triggers: TriggerSupervisor::default(),
             shutdown: CancellationToken::new(),
+            storage,
+            resources: Arc::new(SharedResources::new()),
             me: me.clone(),
         });
         for record in engine.store.list_flows().await? {
@@ -198,6 +219,23 @@ impl Engine {
             .insert((key.clone(), flow.revision), flow.clone());
         self.flows.write().insert(key, flow.clone());
         self.triggers.restart_flow(&self.arc(), &flow);
+        // A new revision may use other connections: it re-registers as a user on first use,
+        // and what only the old revision used is closed.
+        self.release_flow_resources(&flow.namespace, &flow.id);
+    }
+
+    fn release_flow_resources(&self, namespace: &str, id: &str) {
+        self.resources.release_flow(&format!("{namespace}/{id}"));
+    }
+
+    /// The clients and pools shared by this node's executions.
+    pub fn resources(&self) -> &Arc<SharedResources> {
+        &self.resources
+    }
+
+    /// Internal storage.
+    pub fn storage(&self) -> &Arc<dyn InternalStorage> {
+        &self.storage
     }
 
     async fn store_flow(&self, flow: Flow) -> EngineResult<Arc<Flow>> {
@@ -263,6 +301,7 @@ impl Engine {
         let key = (namespace.to_string(), id.to_string());
         self.flows.write().remove(&key);
         self.triggers.stop_flow(&key);
+        self.release_flow_resources(namespace, id);
         tracing::info!(namespace, flow = id, "flow deleted");
         Ok(())
     }
@@ -469,6 +508,84 @@ impl Engine {
             .get_execution(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("execution `{id}` not found")))
+    }
+
+    /// The folder of an execution's files.
+    fn files_of(&self, execution: &Execution) -> EngineResult<ExecutionFiles> {
+        let prefix =
+            storage::execution_prefix(&execution.namespace, &execution.flow_id, &execution.id)
+                .map_err(EngineError::Storage)?;
+        Ok(ExecutionFiles {
+            storage: self.storage.clone(),
+            prefix,
+        })
+    }
+
+    /// Every file an execution's tasks and trigger wrote.
+    pub async fn execution_files(&self, id: &str) -> EngineResult<Vec<FileMeta>> {
+        let execution = self.get_execution(id).await?;
+        let files = self.files_of(&execution)?;
+        files
+            .storage
+            .list(&files.prefix)
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))
+    }
+
+    /// Opens one file of an execution; a URI outside the execution's folder (another
+    /// execution's, or a path with `..`) is not found, whether it exists or not.
+    pub async fn open_execution_file(
+        &self,
+        id: &str,
+        uri: &str,
+    ) -> EngineResult<(FileMeta, FileReader)> {
+        let execution = self.get_execution(id).await?;
+        let files = self.files_of(&execution)?;
+        let not_found = || EngineError::NotFound(format!("execution `{id}` has no file `{uri}`"));
+        let path = files.resolve(uri).map_err(|_| not_found())?;
+        let size = files
+            .storage
+            .size(&path)
+            .map_err(|e| EngineError::Storage(e.to_string()))?
+            .ok_or_else(not_found)?;
+        let reader = files.storage.open(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                not_found()
+            } else {
+                EngineError::Storage(e.to_string())
+            }
+        })?;
+        Ok((
+            FileMeta {
+                uri: path.uri(),
+                size,
+            },
+            reader,
+        ))
+    }
+
+    /// Deletes a finished execution, its logs and its files. A running one must be killed first.
+    pub async fn delete_execution(&self, id: &str) -> EngineResult<()> {
+        let execution = self.get_execution(id).await?;
+        if !execution.state.current.is_terminal() || self.live.lock().contains_key(id) {
+            return Err(EngineError::Conflict(format!(
+                "execution `{id}` is {}: kill it (DELETE /api/v1/executions/{id}/kill) before deleting it",
+                execution.state.current
+            )));
+        }
+        let files = self.files_of(&execution)?;
+        if !self.store.delete_execution(id).await? {
+            return Err(EngineError::NotFound(format!("execution `{id}` not found")));
+        }
+        // After the row: a crash in between leaves files nobody points to, never an execution
+        // whose files are gone.
+        let deleted = files
+            .storage
+            .delete_prefix(&files.prefix)
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        tracing::info!(execution = %id, files = deleted, "execution deleted");
+        Ok(())
     }
 
     /// Waits until the execution is in a terminal state, or `timeout` passed (then returns it as

@@ -19,6 +19,9 @@ pub enum EngineError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Internal storage failed (a disk error, …).
+    #[error("internal storage: {0}")]
+    Storage(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
 }

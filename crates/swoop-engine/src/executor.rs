@@ -16,11 +16,13 @@ use serde_json::{Map, Value, json};
 use swoop_core::duration::format_duration;
 use swoop_core::flow::{ConcurrencyBehavior, Flowable, TaskDef, scalar_text};
 use swoop_core::model::{Attempt, ExecutionTrigger, LogLevel, StateInfo, TaskRun, new_id};
-use swoop_core::registry::{RunnableTask, TaskKind};
+use swoop_core::registry::{RunnableTask, TaskError, TaskKind, TaskRunInfo};
+use swoop_core::storage::{self, ExecutionFiles, TaskStorage};
 use swoop_core::template::Templates;
 use swoop_core::{Flow, State};
 use swoop_store::{DedupKey, Durability};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use crate::context::{LogTarget, TaskRunContext, base_context, outputs_context};
 use crate::engine::{Engine, LiveExecution, NewExecution};
@@ -49,6 +51,8 @@ pub(crate) struct Run {
     live: Arc<LiveExecution>,
     base: Map<String, Value>,
     flow_ref: String,
+    /// The execution's files (an error when its namespace or id cannot be a storage path).
+    files: Result<ExecutionFiles, String>,
 }
 
 /// How a list of task states adds up (Kestra's rule: any failure fails, any warning warns).
@@ -71,12 +75,21 @@ impl Run {
     pub(crate) fn new(engine: Arc<Engine>, flow: Arc<Flow>, live: Arc<LiveExecution>) -> Run {
         let base = base_context(&flow, &live.execution.lock());
         let flow_ref = format!("{}.{}", flow.namespace, flow.id);
+        let files = {
+            let e = live.execution.lock();
+            storage::execution_prefix(&e.namespace, &e.flow_id, &e.id)
+        }
+        .map(|prefix| ExecutionFiles {
+            storage: engine.storage.clone(),
+            prefix,
+        });
         Run {
             engine,
             flow,
             live,
             base,
             flow_ref,
+            files,
         }
     }
 
@@ -379,13 +392,32 @@ impl Run {
         run_id: &str,
         scope: &Scope,
         attempt: u32,
-    ) -> TaskRunContext {
-        TaskRunContext {
+        cancel: CancellationToken,
+    ) -> Result<TaskRunContext, String> {
+        let info = {
+            let e = self.live.execution.lock();
+            TaskRunInfo {
+                namespace: e.namespace.clone(),
+                flow_id: e.flow_id.clone(),
+                execution_id: e.id.clone(),
+                task_id: task.id.clone(),
+                task_run_id: run_id.to_owned(),
+                attempt,
+            }
+        };
+        let files = self.files.clone()?;
+        let folder = storage::task_run_prefix(&files.prefix, &task.id, run_id)?;
+        Ok(TaskRunContext {
             flow_ref: self.flow_ref.clone(),
             task_id: task.id.clone(),
             context: self.context(Some(task), Some(run_id), scope, attempt),
             log: self.log_target(Some(&task.id), Some(run_id), attempt),
-        }
+            info,
+            storage: TaskStorage { files, folder },
+            resources: self.engine.resources.clone(),
+            cancel,
+            live: self.live.clone(),
+        })
     }
 
     /// Starts a new attempt; an attempt left RUNNING by a crash is marked KILLED. Returns the
@@ -443,16 +475,30 @@ impl Run {
         loop {
             let (attempt, failed_before, first_start) = self.begin_attempt(run_id);
             self.save(Durability::Background).await;
-            let ctx = self.task_run_context(task, run_id, scope, attempt);
+            // Cancelled on kill (a child of the execution's token) and on timeout; the task's
+            // future is dropped then too, which drops any request in flight.
+            let cancel = self.live.cancel.child_token();
+            let _cancel_on_exit = cancel.clone().drop_guard();
+            let ctx = match self.task_run_context(task, run_id, scope, attempt, cancel.clone()) {
+                Ok(ctx) => ctx,
+                Err(message) => {
+                    self.end_attempt(run_id, State::Failed);
+                    return self.fail_task(task, run_id, attempt, message);
+                }
+            };
             let outcome = tokio::select! {
                 _ = self.live.cancel.cancelled() => None,
                 r = async {
                     match task.timeout {
-                        Some(limit) => tokio::time::timeout(limit, runnable.run(&ctx)).await.unwrap_or_else(|_| {
-                            Err(swoop_core::registry::TaskError::new(format!(
-                                "timed out after {}", format_duration(limit)
-                            )))
-                        }),
+                        Some(limit) => match tokio::time::timeout(limit, runnable.run(&ctx)).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                cancel.cancel();
+                                Err(TaskError::new(format!(
+                                    "timed out after {}", format_duration(limit)
+                                )))
+                            }
+                        },
                         None => runnable.run(&ctx).await,
                     }
                 } => Some(r),
@@ -475,9 +521,17 @@ impl Run {
                     self.end_attempt(run_id, State::Failed);
                     ctx.log.log(LogLevel::Error, &error.message);
                     let elapsed = (Utc::now() - first_start).to_std().unwrap_or_default();
-                    let delay = task.retry.as_ref().and_then(|p| {
-                        p.delay_before(failed_before + 2, elapsed, rand::random::<f64>())
-                    });
+                    let delay = task
+                        .retry
+                        .as_ref()
+                        .filter(|_| error.retryable)
+                        .and_then(|p| {
+                            p.delay_before(failed_before + 2, elapsed, rand::random::<f64>())
+                        });
+                    if !error.retryable && task.retry.is_some() {
+                        ctx.log
+                            .log(LogLevel::Warn, "not retried: this error would happen again");
+                    }
                     let Some(delay) = delay else {
                         self.set_error(&format!("task `{}` failed: {}", task.id, error.message));
                         return (State::Failed, None);
@@ -713,7 +767,11 @@ impl Run {
         else {
             unreachable!("run_subflow is called for Subflow tasks only");
         };
-        let ctx = self.task_run_context(task, run_id, scope, 1);
+        let ctx =
+            match self.task_run_context(task, run_id, scope, 1, self.live.cancel.child_token()) {
+                Ok(ctx) => ctx,
+                Err(message) => return self.fail_task(task, run_id, 1, message),
+            };
         let rendered = (|| -> Result<_, swoop_core::registry::TaskError> {
             use swoop_core::registry::RunContext;
             let namespace = ctx.render("namespace", namespace)?;

@@ -5,6 +5,7 @@
 //! the caller's mistakes, 500 for ours.
 
 mod executions;
+mod files;
 mod flows;
 mod ui;
 
@@ -45,7 +46,12 @@ pub fn app(engine: Arc<Engine>) -> Router {
             "/api/v1/executions/{namespace}/{flow_id}",
             post(executions::create),
         )
-        .route("/api/v1/executions/{id}", get(executions::get))
+        .route(
+            "/api/v1/executions/{id}",
+            get(executions::get).delete(files::delete_execution),
+        )
+        .route("/api/v1/executions/{id}/file", get(files::download))
+        .route("/api/v1/executions/{id}/file/metas", get(files::metas))
         .route("/api/v1/executions/{id}/follow", get(executions::follow))
         .route("/api/v1/executions/{id}/restart", post(executions::restart))
         .route(
@@ -128,6 +134,13 @@ impl From<EngineError> for ApiError {
             EngineError::Store(err) => {
                 tracing::error!(error = %err, "store error answering a request");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+            }
+            EngineError::Storage(err) => {
+                tracing::error!(error = %err, "internal storage error answering a request");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal storage: {err}"),
+                )
             }
         }
     }

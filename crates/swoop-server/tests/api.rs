@@ -1163,3 +1163,73 @@ async fn health_and_web_page() {
     let (status, _) = app.get("/api/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Files of an execution: listed, streamed, sized; another execution's URI, a traversal and a
+/// missing file answer 404; deleting the execution deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_files_are_served_only_to_their_execution() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::new().await;
+    app.create_flow(
+        "id: files\nnamespace: company.team\ntasks:\n  - id: hello\n    type: io.kestra.plugin.core.log.Log\n    message: hi\n",
+    )
+    .await;
+    let a = app.run("company.team", "files", &json!({})).await;
+    let b = app.run("company.team", "files", &json!({})).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    // A file as a task of `a` would have written it.
+    let uri = format!("kestra:///company/team/files/executions/{a_id}/tasks/hello/r1/out.txt");
+    let path = swoop_core::storage::StoragePath::parse(&uri).unwrap();
+    let mut w = app.engine.storage().create(&path).await.unwrap();
+    w.write_all(b"hello file").await.unwrap();
+    w.shutdown().await.unwrap();
+
+    let (status, body) = app
+        .get(&format!("/api/v1/executions/{a_id}/file?path={uri}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!("hello file"));
+    let (status, body) = app
+        .get(&format!("/api/v1/executions/{a_id}/file/metas?path={uri}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["size"], json!(10));
+    let (_, body) = app
+        .get(&format!("/api/v1/executions/{a_id}/file/metas"))
+        .await;
+    assert_eq!(body["total"], json!(1));
+    assert_eq!(body["results"][0]["uri"], json!(uri));
+
+    // `b` cannot reach `a`'s file; traversal and missing files are 404 too.
+    let (status, _) = app
+        .get(&format!("/api/v1/executions/{b_id}/file?path={uri}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let sneaky =
+        format!("kestra:///company/team/files/executions/{b_id}/../{a_id}/tasks/hello/r1/out.txt");
+    let (status, _) = app
+        .get(&format!("/api/v1/executions/{b_id}/file?path={sneaky}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .get(&format!(
+            "/api/v1/executions/{a_id}/file?path=kestra:///company/team/files/executions/{a_id}/nope"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.get(&format!("/api/v1/executions/{a_id}/file")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, _) = app
+        .send(request(
+            Method::DELETE,
+            &format!("/api/v1/executions/{a_id}"),
+            None,
+            Body::empty(),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.engine.storage().size(&path).unwrap(), None);
+    let (status, _) = app.get(&format!("/api/v1/executions/{a_id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

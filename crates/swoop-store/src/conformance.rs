@@ -69,6 +69,7 @@ macro_rules! store_conformance_tests {
             flow_revisions,
             flow_listing_and_separation,
             execution_roundtrip,
+            delete_execution_keeps_its_dedup_key,
             dedup_duplicate_writes_nothing,
             dedup_concurrent_creates_one,
             dedup_scoped_by_trigger,
@@ -352,6 +353,45 @@ pub async fn execution_roundtrip(store: Arc<dyn Store>) {
     assert_eq!(json_of(&got), json_of(&e));
     assert_eq!(got, e);
     assert_eq!(get(&*store, &new_id()).await, None);
+}
+
+/// Deleting an execution removes it and its logs; its dedup key still refuses a second create.
+pub async fn delete_execution_keeps_its_dedup_key(store: Arc<dyn Store>) {
+    let ns = unique("conf.delete");
+    let e = rich_execution(&ns);
+    let dedup = key(&format!("{ns}/flow/t"), "p0/o1");
+    assert_eq!(
+        store
+            .create_execution(&e, Some(dedup.clone()))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    store.append_logs(vec![LogEntry {
+        namespace: e.namespace.clone(),
+        flow_id: e.flow_id.clone(),
+        execution_id: e.id.clone(),
+        task_id: None,
+        task_run_id: None,
+        attempt_number: 0,
+        timestamp: Utc::now(),
+        level: LogLevel::Info,
+        message: "hello".into(),
+    }]);
+    store.flush().await.unwrap();
+    assert_eq!(store.logs_for_execution(&e.id).await.unwrap().len(), 1);
+    assert!(store.delete_execution(&e.id).await.unwrap());
+    assert_eq!(get(&*store, &e.id).await, None);
+    assert!(store.logs_for_execution(&e.id).await.unwrap().is_empty());
+    assert!(
+        !store.delete_execution(&e.id).await.unwrap(),
+        "deleted twice"
+    );
+    let again = rich_execution(&ns);
+    assert!(matches!(
+        store.create_execution(&again, Some(dedup)).await.unwrap(),
+        Created::Duplicate { .. }
+    ));
 }
 
 /// A second create with a recorded dedup key writes nothing and names the first execution.

@@ -14,11 +14,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
 
+pub mod local_storage;
 pub mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use local_storage::LocalStorage;
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,9 @@ pub trait ExecutionStore: Send + Sync {
         durability: Durability,
     ) -> StoreResult<()>;
     async fn get_execution(&self, id: &str) -> StoreResult<Option<Execution>>;
+    /// Deletes an execution and its logs, durably; `false` when there was none. Its dedup keys
+    /// are kept: an event redelivered later still creates nothing.
+    async fn delete_execution(&self, id: &str) -> StoreResult<bool>;
     /// Newest first.
     async fn search_executions(&self, query: &ExecutionQuery) -> StoreResult<Page<Execution>>;
     /// Every execution not in a terminal state, oldest first (what a restart resumes).

@@ -622,6 +622,10 @@ enum WriteOp {
         id: String,
         done: Reply<bool>,
     },
+    DeleteExecution {
+        id: String,
+        done: Reply<bool>,
+    },
     PutTriggerState {
         trigger: String,
         value: String,
@@ -652,7 +656,7 @@ impl WriteOp {
             | WriteOp::PutTriggerState { done, .. }
             | WriteOp::Flush { done } => of(done),
             WriteOp::PutFlow { done, .. } => of(done),
-            WriteOp::DeleteFlow { done, .. } => of(done),
+            WriteOp::DeleteFlow { done, .. } | WriteOp::DeleteExecution { done, .. } => of(done),
         }
     }
 
@@ -664,7 +668,9 @@ impl WriteOp {
             | WriteOp::PutTriggerState { done, .. }
             | WriteOp::Flush { done } => done.fail(e),
             WriteOp::PutFlow { done, .. } => done.fail(e),
-            WriteOp::DeleteFlow { done, .. } => done.fail(e),
+            WriteOp::DeleteFlow { done, .. } | WriteOp::DeleteExecution { done, .. } => {
+                done.fail(e)
+            }
         }
     }
 
@@ -688,6 +694,7 @@ impl WriteOp {
                 done,
                 ..
             } => done.finish("delete_flow", &format!("{namespace}.{id}")),
+            WriteOp::DeleteExecution { id, done } => done.finish("delete_execution", &id),
             WriteOp::PutTriggerState { trigger, done, .. } => {
                 done.finish("put_trigger_state", &trigger)
             }
@@ -870,6 +877,7 @@ impl Writer {
                 id,
                 done,
             } => done.result = Some(self.delete_flow(namespace, id)),
+            WriteOp::DeleteExecution { id, done } => done.result = Some(self.delete_execution(id)),
             WriteOp::PutTriggerState {
                 trigger,
                 value,
@@ -1024,6 +1032,21 @@ impl Writer {
         Ok(changed > 0)
     }
 
+    /// Deletes the execution and its logs; its dedup keys stay, so a redelivered event still
+    /// creates nothing.
+    fn delete_execution(&self, id: &str) -> StoreResult<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM logs WHERE execution_id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .ctx("delete execution logs")?;
+        let changed = self
+            .conn
+            .prepare_cached("DELETE FROM executions WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .ctx("delete execution")?;
+        Ok(changed > 0)
+    }
+
     fn put_trigger_state(&self, trigger: &str, value: &str) -> StoreResult<()> {
         self.conn
             .prepare_cached(
@@ -1155,6 +1178,15 @@ impl ExecutionStore for SqliteStore {
         } else {
             self.send(op)
         }
+    }
+
+    async fn delete_execution(&self, id: &str) -> StoreResult<bool> {
+        let (tx, rx) = oneshot::channel();
+        let op = WriteOp::DeleteExecution {
+            id: id.to_string(),
+            done: Reply::to(tx),
+        };
+        self.request(op, rx).await
     }
 
     async fn get_execution(&self, id: &str) -> StoreResult<Option<Execution>> {

@@ -164,7 +164,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens the SQLite store and starts the engine on it.
+/// Opens the SQLite store and internal storage (`<data dir>/storage`) and starts the engine.
 pub async fn start_engine(
     data_dir: &std::path::Path,
     sync: SyncMode,
@@ -175,8 +175,11 @@ pub async fn start_engine(
         ..Default::default()
     })
     .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let storage_dir = data_dir.join("storage");
+    let storage = swoop_store::LocalStorage::open(&storage_dir)
+        .with_context(|| format!("cannot open internal storage in {}", storage_dir.display()))?;
     let registry = Arc::new(swoop_plugins::registry());
-    Engine::start(store, registry)
+    Engine::start_with_storage(store, registry, Arc::new(storage))
         .await
         .context("cannot start the engine")
 }

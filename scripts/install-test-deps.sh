@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Rust crate: a C compiler, the servers the realtime
-# sources are tested against (Debian packages, started by the tests themselves on loopback),
-# moto's SQS-compatible server (PyPI, into a cache folder, see install-moto.sh) and the
+# sources and the tasks are tested against (Debian packages, started by the tests themselves on
+# loopback: Redis, mosquitto, NATS, RabbitMQ, PostgreSQL, MariaDB), moto's SQS-compatible server
+# and secantusdb's MongoDB-compatible one (PyPI, into a cache folder, see install-moto.sh and
+# install-secantus.sh) and the
 # Kafka-compatible broker tansu (built from crates.io into a cache folder, see
 # install-tansu.sh). The Pub/Sub emulator comes with the Google Cloud SDK, preinstalled on
 # these machines (no package registry here has it): it is only checked. Idempotent: installs
@@ -26,5 +28,7 @@ emulator="${SWOOP_PUBSUB_EMULATOR:-/usr/lib/google-cloud-sdk/platform/pubsub-emu
 if [ ! -x "$emulator" ] || ! command -v java >/dev/null 2>&1; then
     echo "warning: the Pub/Sub emulator ($emulator) or java is missing: the Pub/Sub tests will fail; install the Google Cloud SDK's pubsub-emulator component, or set SWOOP_PUBSUB_EMULATOR" >&2
 fi
+"$here/install-sql-servers.sh" >&2
 "$here/install-moto.sh" >&2
+"$here/install-secantus.sh" >&2
 "$here/install-tansu.sh"

@@ -4,18 +4,30 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
 #[cfg(feature = "core")]
 pub mod core;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(any(feature = "jdbc-postgres", feature = "jdbc-mysql"))]
+pub mod jdbc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "notifications")]
+pub mod notifications;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "script")]
+pub mod script;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
@@ -49,5 +61,17 @@ pub fn registry() -> Registry {
     sqs::register(&mut registry);
     #[cfg(feature = "pubsub")]
     pubsub::register(&mut registry);
+    #[cfg(feature = "http")]
+    http::register(&mut registry);
+    #[cfg(feature = "notifications")]
+    notifications::register(&mut registry);
+    #[cfg(feature = "script")]
+    script::register(&mut registry);
+    #[cfg(any(feature = "jdbc-postgres", feature = "jdbc-mysql"))]
+    jdbc::register(&mut registry);
+    #[cfg(feature = "mongodb")]
+    mongodb::register(&mut registry);
+    #[cfg(feature = "cassandra")]
+    cassandra::register(&mut registry);
     registry
 }

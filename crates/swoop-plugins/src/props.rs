@@ -196,6 +196,7 @@ impl SerdeType {
 
 /// For tests: `base` with `patch` applied (a null in `patch` removes the property).
 #[cfg(test)]
+#[allow(dead_code)] // used by the realtime source families' tests, absent in some feature sets
 pub(crate) fn patched(mut base: Value, patch: Value) -> Value {
     if let (Some(target), Some(changes)) = (base.as_object_mut(), patch.as_object()) {
         for (k, x) in changes {

@@ -40,6 +40,7 @@ fn build<S: FromTriggerProperties>(v: &Value) -> Result<TriggerKind, String> {
 
 /// For the plugins' tests: flows around one trigger block.
 #[cfg(all(test, feature = "core"))]
+#[allow(dead_code)] // used by the realtime source families' tests, absent in some feature sets
 pub(crate) mod test_flows {
     use swoop_core::Flow;
     use swoop_core::flow::TriggerKind;

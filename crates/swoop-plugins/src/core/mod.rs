@@ -3,6 +3,7 @@
 //! `swoop_core::flow`.)
 
 mod fail;
+mod labels;
 mod log;
 mod r#return;
 mod sleep;
@@ -27,4 +28,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_task(r#return::factory());
     registry.register_task(fail::factory());
     registry.register_task(sleep::factory());
+    registry.register_task(labels::factory());
 }

@@ -294,7 +294,10 @@ impl KafkaTriggerConfig {
             // group once the old member's session has expired: 10 s instead of librdkafka's
             // 45 s bounds that wait (brokers accept 6 s and up by default).
             ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "2000"),
+            // Frequent heartbeats are how members learn of a rebalance: after a `kill -9`, the
+            // test broker (tansu) only hands the dead member's partitions to the restarted one
+            // when heartbeats come this often (at 2 s the new member was assigned nothing).
+            ("heartbeat.interval.ms", "500"),
         ];
         for (key, value) in defaults {
             if !self.properties.contains_key(key) {

@@ -11,6 +11,7 @@ use reqwest::{Response, StatusCode, Url};
 use serde_json::{Map, Value};
 use swoop_core::flow::scalar_text;
 use swoop_core::registry::{RunContext, TaskError, shared_resource};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Kestra's default `readIdleTimeout`.
 pub const DEFAULT_READ_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -43,8 +44,40 @@ impl ClientSettings {
     }
 }
 
-/// A client shared by every execution that asks for the same [`ClientSettings`].
-pub struct HttpClient(pub reqwest::Client);
+/// Requests in flight at once to one host (scheme, host and port) through one shared client.
+/// More wait for a free slot: 1,000 executions in flight then share a few dozen pooled
+/// connections instead of opening 1,000 (swoop's choice; Kestra has no such limit).
+pub const MAX_REQUESTS_PER_HOST: usize = 64;
+
+/// A client shared by every execution that asks for the same [`ClientSettings`], with its
+/// per-host request slots.
+pub struct HttpClient(pub reqwest::Client, HostSlots);
+
+#[derive(Default)]
+pub struct HostSlots(std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>);
+
+impl HttpClient {
+    /// Waits for a free request slot to `url`'s host; hold it until the response is read.
+    pub async fn slot(&self, url: &Url) -> OwnedSemaphorePermit {
+        let host = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let semaphore = {
+            let mut slots = self.1.0.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .entry(host)
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_REQUESTS_PER_HOST)))
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("request slots are never closed"))
+    }
+}
 
 /// The shared client for `settings`, created on first use.
 pub async fn shared_client(
@@ -65,12 +98,15 @@ pub async fn shared_client(
         if let Some(connect) = settings.connect_timeout {
             builder = builder.connect_timeout(connect);
         }
-        builder.build().map(HttpClient).map_err(|e| {
-            TaskError::permanent(format!(
-                "cannot create the HTTP client: {}",
-                crate::props::error_chain(&e)
-            ))
-        })
+        builder
+            .build()
+            .map(|c| HttpClient(c, HostSlots::default()))
+            .map_err(|e| {
+                TaskError::permanent(format!(
+                    "cannot create the HTTP client: {}",
+                    crate::props::error_chain(&e)
+                ))
+            })
     })
     .await
 }

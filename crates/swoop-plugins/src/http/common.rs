@@ -171,6 +171,9 @@ pub struct Prepared {
     pub logs: Logs,
     /// `options.maxContentLength`, when set.
     pub max_content_length: Option<u64>,
+    /// This request's slot among the host's: held, never read, until the task ends.
+    #[allow(dead_code)]
+    pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn present<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -315,7 +318,9 @@ impl RequestDef {
         }
         // They replace what the task set: a `Content-Type` header wins over `contentType`.
         apply_headers(ctx, "headers", &self.headers, request.headers_mut())?;
+        let slot = client.slot(request.url()).await;
         Ok(Prepared {
+            slot,
             client,
             request,
             target,

@@ -90,6 +90,7 @@ impl SlackIncomingWebhook {
             apply_headers(ctx, "options.headers", headers, request.headers_mut())?;
         }
         ctx.log(LogLevel::Debug, format!("sending to {target}: {body}"));
+        let _slot = client.slot(request.url()).await;
         let mut response = send(&client.0, request, &target).await?;
         let status = response.status();
         if !status.is_success() {

@@ -25,42 +25,8 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("swoop runs")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The last `lines` lines of a test server's output file, for failure messages.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Waits until a test server child process accepts connections on `port`; panics with `what`
-/// and `log()` (its output) if it exits first or takes longer than `within`.
-pub fn wait_for_listener(
-    child: &mut Child,
-    port: u16,
-    what: &str,
-    within: Duration,
-    log: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + within;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} on port {port} exited ({status}):\n{}", log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} on port {port} did not accept connections within {within:?}:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+#[allow(unused_imports)] // each test binary uses some of them
+pub use swoop_testkit::{free_port, log_tail, wait_for_listener};
 
 /// A `swoop server local` child process, killed when dropped.
 pub struct Server {

@@ -1,5 +1,6 @@
 //! A [`RunContext`] for unit tests of tasks: a fixed template context, in-memory storage, its
-//! own shared resources, and logs and labels collected in memory.
+//! own shared resources, and logs and labels collected in memory; and the helpers every task
+//! family's tests use ([`build_task`], [`merged`], [`TestRunContext::read_ion`]).
 
 use std::sync::Arc;
 
@@ -7,13 +8,39 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::Registry;
+use crate::ion::IonReader;
 use crate::model::{Label, LogLevel};
-use crate::registry::{RunContext, TaskError, TaskRunInfo};
+use crate::registry::{RunContext, RunnableTask, TaskError, TaskKind, TaskRunInfo};
 use crate::resources::SharedResources;
 use crate::storage::{
     ExecutionFiles, InternalStorage, MemoryStorage, TaskStorage, execution_prefix, task_run_prefix,
 };
 use crate::template::{Templates, with_files};
+
+/// Builds a runnable task of `type_name` (id `task`) with `props`, as a flow would.
+pub fn build_task(
+    registry: &Registry,
+    type_name: &str,
+    props: Value,
+) -> Result<Arc<dyn RunnableTask>, String> {
+    let factory = registry
+        .task(type_name)
+        .ok_or_else(|| format!("`{type_name}` is not registered"))?;
+    let task = merged(json!({"id": "task", "type": type_name}), props);
+    match (factory.build)(registry, &task)? {
+        TaskKind::Runnable(r) => Ok(r),
+        TaskKind::Flowable(_) => Err(format!("`{type_name}` is not a runnable task")),
+    }
+}
+
+/// `base` with the properties of `extra` added (or replaced).
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
 
 pub struct TestRunContext {
     pub context: Value,
@@ -66,6 +93,17 @@ impl TestRunContext {
             logs: Mutex::new(Vec::new()),
             labels: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every row of an ION file of this execution.
+    pub async fn read_ion(&self, uri: &str) -> Vec<Value> {
+        let file = self.storage.open(uri).await.expect("the ION file exists");
+        let mut reader = IonReader::new(tokio::io::BufReader::new(file));
+        let mut rows = Vec::new();
+        while let Some(row) = reader.next().await.expect("valid ION") {
+            rows.push(row);
+        }
+        rows
     }
 
     /// The messages logged so far at `level` or above.

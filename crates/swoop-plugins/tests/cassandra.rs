@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use swoop_core::ion::IonReader;
-use swoop_core::registry::{RunnableTask, TaskError, TaskKind};
+use swoop_core::registry::{RunnableTask, TaskError};
 use swoop_core::resources::SharedResources;
-use swoop_core::testing::TestRunContext;
+use swoop_core::testing::{TestRunContext, build_task};
 use swoop_testkit::cql::{Bind, CqlServer};
 use tokio::io::BufReader;
 
@@ -17,16 +17,7 @@ const QUERY: &str = "io.kestra.plugin.cassandra.standard.Query";
 const ALIAS: &str = "io.kestra.plugin.cassandra.Query";
 
 fn build(props: Value) -> Result<Arc<dyn RunnableTask>, String> {
-    let registry = swoop_plugins::registry();
-    let factory = registry.task(QUERY).expect("the Query type is registered");
-    let mut task = json!({"id": "q", "type": QUERY});
-    if let (Some(t), Value::Object(p)) = (task.as_object_mut(), props) {
-        t.extend(p);
-    }
-    match (factory.build)(&registry, &task)? {
-        TaskKind::Runnable(r) => Ok(r),
-        TaskKind::Flowable(_) => Err("not runnable".into()),
-    }
+    build_task(&swoop_plugins::registry(), QUERY, props)
 }
 
 fn session(port: u16) -> Value {

@@ -9,34 +9,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use swoop_core::ion::IonReader;
-use swoop_core::registry::{RunnableTask, TaskError, TaskKind};
+use swoop_core::registry::{RunnableTask, TaskError};
 use swoop_core::resources::SharedResources;
-use swoop_core::testing::TestRunContext;
+use swoop_core::testing::{TestRunContext, build_task, merged};
 use swoop_testkit::mariadb::MariaDb;
 use tokio::io::BufReader;
 
 const TYPE: &str = "io.kestra.plugin.jdbc.mysql.Query";
 
 fn build(props: Value) -> Result<Arc<dyn RunnableTask>, String> {
-    let registry = swoop_plugins::registry();
-    let factory = registry.task(TYPE).expect("the type is registered");
-    let mut task = json!({"id": "query", "type": TYPE});
-    if let (Some(t), Value::Object(p)) = (task.as_object_mut(), props) {
-        t.extend(p);
-    }
-    match (factory.build)(&registry, &task)? {
-        TaskKind::Runnable(r) => Ok(r),
-        TaskKind::Flowable(_) => Err("not runnable".into()),
-    }
+    build_task(&swoop_plugins::registry(), TYPE, props)
 }
 
 /// `props` with the `shop` database's `url` and `username`.
 fn on(db: &MariaDb, props: Value) -> Value {
-    let mut all = json!({"url": db.url_for("shop"), "username": "root"});
-    if let (Some(a), Value::Object(p)) = (all.as_object_mut(), props) {
-        a.extend(p);
-    }
-    all
+    merged(
+        json!({"url": db.url_for("shop"), "username": "root"}),
+        props,
+    )
 }
 
 async fn run(ctx: &TestRunContext, props: Value) -> Result<Map<String, Value>, TaskError> {

@@ -8,35 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use swoop_core::ion::IonReader;
-use swoop_core::registry::{RunnableTask, TaskError, TaskKind};
+use swoop_core::registry::{RunnableTask, TaskError};
 use swoop_core::resources::SharedResources;
-use swoop_core::testing::TestRunContext;
+use swoop_core::testing::{TestRunContext, build_task, merged};
 use swoop_testkit::postgres::Postgres;
-use tokio::io::BufReader;
 
 const TYPE: &str = "io.kestra.plugin.jdbc.postgresql.Query";
 
 fn build(props: Value) -> Result<Arc<dyn RunnableTask>, String> {
-    let registry = swoop_plugins::registry();
-    let factory = registry.task(TYPE).expect("the type is registered");
-    let mut task = json!({"id": "query", "type": TYPE});
-    if let (Some(t), Value::Object(p)) = (task.as_object_mut(), props) {
-        t.extend(p);
-    }
-    match (factory.build)(&registry, &task)? {
-        TaskKind::Runnable(r) => Ok(r),
-        TaskKind::Flowable(_) => Err("not runnable".into()),
-    }
+    build_task(&swoop_plugins::registry(), TYPE, props)
 }
 
 /// `props` with the server's `url` and `username`.
 fn on(pg: &Postgres, props: Value) -> Value {
-    let mut all = json!({"url": pg.url(), "username": "postgres"});
-    if let (Some(a), Value::Object(p)) = (all.as_object_mut(), props) {
-        a.extend(p);
-    }
-    all
+    merged(json!({"url": pg.url(), "username": "postgres"}), props)
 }
 
 async fn run(ctx: &TestRunContext, props: Value) -> Result<Map<String, Value>, TaskError> {
@@ -53,13 +38,7 @@ async fn ok(ctx: &TestRunContext, props: Value) -> Map<String, Value> {
 }
 
 async fn read_ion(ctx: &TestRunContext, uri: &str) -> Vec<Value> {
-    let file = ctx.storage.open(uri).await.expect("the ION file exists");
-    let mut reader = IonReader::new(BufReader::new(file));
-    let mut rows = Vec::new();
-    while let Some(row) = reader.next().await.expect("valid ION") {
-        rows.push(row);
-    }
-    rows
+    ctx.read_ion(uri).await
 }
 
 fn with_orders(pg: &Postgres) {

@@ -9,35 +9,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use swoop_core::ion::IonReader;
-use swoop_core::registry::{RunnableTask, TaskError, TaskKind};
+use swoop_core::registry::{RunnableTask, TaskError};
 use swoop_core::resources::SharedResources;
-use swoop_core::testing::TestRunContext;
+use swoop_core::testing::{TestRunContext, build_task, merged};
 use swoop_testkit::mongo::Mongo;
 use tokio::io::BufReader;
 
 const DB: &str = "shop";
 
 fn build(kind: &str, props: Value) -> Result<Arc<dyn RunnableTask>, String> {
-    let type_name = format!("io.kestra.plugin.mongodb.{kind}");
-    let registry = swoop_plugins::registry();
-    let factory = registry.task(&type_name).expect("the type is registered");
-    let mut task = json!({"id": "mongo", "type": type_name});
-    if let (Some(t), Value::Object(p)) = (task.as_object_mut(), props) {
-        t.extend(p);
-    }
-    match (factory.build)(&registry, &task)? {
-        TaskKind::Runnable(r) => Ok(r),
-        TaskKind::Flowable(_) => Err("not runnable".into()),
-    }
+    build_task(
+        &swoop_plugins::registry(),
+        &format!("io.kestra.plugin.mongodb.{kind}"),
+        props,
+    )
 }
 
 /// `props` plus the connection to `uri`, `database: shop` and `collection`.
 fn on(uri: &str, collection: &str, props: Value) -> Value {
-    let mut all = json!({"connection": {"uri": uri}, "database": DB, "collection": collection});
-    if let (Some(a), Value::Object(p)) = (all.as_object_mut(), props) {
-        a.extend(p);
-    }
-    all
+    merged(
+        json!({"connection": {"uri": uri}, "database": DB, "collection": collection}),
+        props,
+    )
 }
 
 async fn run(

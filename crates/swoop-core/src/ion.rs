@@ -356,7 +356,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn short_string(&mut self) -> Result<String, IonError> {
+    /// A `"string"` or a `'quoted symbol'`: the text up to the closing `quote`, unescaped.
+    fn quoted(&mut self, quote: u8) -> Result<String, IonError> {
         self.pos += 1;
         let mut out = String::new();
         loop {
@@ -364,41 +365,30 @@ impl<'a> Parser<'a> {
                 return Err(IonError::Incomplete);
             };
             match b {
-                b'"' => {
+                b if b == quote => {
                     self.pos += 1;
                     return Ok(out);
                 }
                 b'\\' => self.escape(&mut out)?,
-                b'\n' => return self.error("a newline inside a \"string\""),
-                _ => {
-                    let c = self.text[self.pos..].chars().next().unwrap_or('\u{fffd}');
-                    out.push(c);
-                    self.pos += c.len_utf8();
-                }
+                b'\n' if quote == b'"' => return self.error("a newline inside a \"string\""),
+                _ => self.push_next_char(&mut out),
             }
         }
     }
 
+    fn short_string(&mut self) -> Result<String, IonError> {
+        self.quoted(b'"')
+    }
+
     fn quoted_symbol(&mut self) -> Result<String, IonError> {
-        self.pos += 1;
-        let mut out = String::new();
-        loop {
-            let Some(b) = self.peek() else {
-                return Err(IonError::Incomplete);
-            };
-            match b {
-                b'\'' => {
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                b'\\' => self.escape(&mut out)?,
-                _ => {
-                    let c = self.text[self.pos..].chars().next().unwrap_or('\u{fffd}');
-                    out.push(c);
-                    self.pos += c.len_utf8();
-                }
-            }
-        }
+        self.quoted(b'\'')
+    }
+
+    /// Copies the character at the cursor and moves past it.
+    fn push_next_char(&mut self, out: &mut String) {
+        let c = self.text[self.pos..].chars().next().unwrap_or('\u{fffd}');
+        out.push(c);
+        self.pos += c.len_utf8();
     }
 
     /// `'''a''' '''b'''`: adjacent long strings concatenate.
@@ -417,9 +407,7 @@ impl<'a> Parser<'a> {
                 if b == b'\\' {
                     self.escape(&mut out)?;
                 } else {
-                    let c = self.text[self.pos..].chars().next().unwrap_or('\u{fffd}');
-                    out.push(c);
-                    self.pos += c.len_utf8();
+                    self.push_next_char(&mut out);
                 }
             }
             let save = self.pos;

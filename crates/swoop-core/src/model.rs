@@ -160,6 +160,14 @@ pub struct Label {
     pub value: String,
 }
 
+/// Merges `new` into `labels`: a label with a key already there replaces it.
+pub fn merge_labels(labels: &mut Vec<Label>, new: Vec<Label>) {
+    for label in new {
+        labels.retain(|l| l.key != label.key);
+        labels.push(label);
+    }
+}
+
 /// What fired an execution: the trigger's id and type and the variables it hands to the tasks
 /// (`{{ trigger.* }}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -85,6 +85,44 @@ fn current_files() -> Result<Arc<dyn FileAccess>, Error> {
         .ok_or_else(|| invalid("file functions are only available while a task runs"))
 }
 
+/// What one task run renders against: its template variables and its execution's files. Built
+/// once per task run (the engine's and the tests' `RunContext`s hold one), so a render costs no
+/// allocation for the file access.
+pub struct TaskTemplates {
+    context: serde_json::Value,
+    files: Arc<dyn FileAccess>,
+}
+
+impl TaskTemplates {
+    pub fn new(context: serde_json::Value, files: Arc<dyn FileAccess>) -> Self {
+        Self { context, files }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Templates, &serde_json::Value) -> R) -> R {
+        with_files(Some(self.files.clone()), || {
+            f(Templates::global(), &self.context)
+        })
+    }
+
+    pub fn render(&self, template: &str) -> Result<String, RenderError> {
+        self.with(|t, ctx| t.render(template, ctx))
+    }
+
+    pub fn render_value(
+        &self,
+        value: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
+        self.with(|t, ctx| t.render_value(value, ctx))
+    }
+
+    pub fn render_typed(
+        &self,
+        value: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
+        self.with(|t, ctx| t.render_typed(value, ctx))
+    }
+}
+
 /// Compiled-template cache + minijinja environment with swoop's filters and functions.
 pub struct Templates {
     inner: RwLock<Inner>,

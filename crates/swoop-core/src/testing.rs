@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Registry;
 use crate::ion::IonReader;
-use crate::model::{Label, LogLevel};
+use crate::model::{Label, LogLevel, merge_labels};
 use crate::registry::{RunContext, RunnableTask, TaskError, TaskKind, TaskRunInfo};
 use crate::resources::SharedResources;
 use crate::storage::{
     ExecutionFiles, InternalStorage, MemoryStorage, TaskStorage, execution_prefix, task_run_prefix,
 };
-use crate::template::{Templates, with_files};
+use crate::template::{RenderError, TaskTemplates};
 
 /// Builds a runnable task of `type_name` (id `task`) with `props`, as a flow would.
 pub fn build_task(
@@ -42,8 +42,12 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
     base
 }
 
+fn render_error(property: &str, e: RenderError) -> TaskError {
+    TaskError::permanent(format!("property `{property}`: {e}"))
+}
+
 pub struct TestRunContext {
-    pub context: Value,
+    pub templates: TaskTemplates,
     pub info: TaskRunInfo,
     pub storage: TaskStorage,
     pub resources: Arc<SharedResources>,
@@ -81,13 +85,11 @@ impl TestRunContext {
         if let Value::Object(vars) = variables {
             context.extend(vars);
         }
+        let files = ExecutionFiles { storage, prefix };
         Self {
-            context: Value::Object(context),
+            templates: TaskTemplates::new(Value::Object(context), Arc::new(files.clone())),
             info,
-            storage: TaskStorage {
-                files: ExecutionFiles { storage, prefix },
-                folder,
-            },
+            storage: TaskStorage { files, folder },
             resources: Arc::new(SharedResources::new()),
             cancel: CancellationToken::new(),
             logs: Mutex::new(Vec::new()),
@@ -110,32 +112,25 @@ impl TestRunContext {
     pub fn messages(&self) -> Vec<String> {
         self.logs.lock().iter().map(|(_, m)| m.clone()).collect()
     }
-
-    fn files(&self) -> Option<Arc<dyn crate::template::FileAccess>> {
-        Some(Arc::new(self.storage.files.clone()))
-    }
 }
 
 impl RunContext for TestRunContext {
     fn render(&self, property: &str, template: &str) -> Result<String, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render(template, &self.context)
-        })
-        .map_err(|e| TaskError::permanent(format!("property `{property}`: {e}")))
+        self.templates
+            .render(template)
+            .map_err(|e| render_error(property, e))
     }
 
     fn render_value(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render_value(value, &self.context)
-        })
-        .map_err(|e| TaskError::permanent(format!("property `{property}`: {e}")))
+        self.templates
+            .render_value(value)
+            .map_err(|e| render_error(property, e))
     }
 
     fn render_typed(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render_typed(value, &self.context)
-        })
-        .map_err(|e| TaskError::permanent(format!("property `{property}`: {e}")))
+        self.templates
+            .render_typed(value)
+            .map_err(|e| render_error(property, e))
     }
 
     fn log(&self, level: LogLevel, message: String) {
@@ -159,11 +154,7 @@ impl RunContext for TestRunContext {
     }
 
     fn add_labels(&self, labels: Vec<Label>) -> Result<(), TaskError> {
-        let mut current = self.labels.lock();
-        for label in labels {
-            current.retain(|l| l.key != label.key);
-            current.push(label);
-        }
+        merge_labels(&mut self.labels.lock(), labels);
         Ok(())
     }
 }

@@ -4,17 +4,17 @@
 //! `inputs`, `vars` (the flow's `variables`), `trigger` (the trigger's variables), `labels`
 //! (a map), `outputs.<taskId>` (or `outputs.<taskId>.<value>` for runs inside a ForEach),
 //! `taskrun` {id, value, iteration, attemptsCount, parentId}, `task` {id, type}.
-//! The file functions (`read()` …) see the execution's files through [`with_files`].
+//! The file functions (`read()` …) see the execution's files through [`TaskTemplates`].
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
-use swoop_core::model::{Label, LogEntry, LogLevel};
+use swoop_core::model::{Label, LogEntry, LogLevel, merge_labels};
 use swoop_core::registry::{RunContext, TaskError, TaskRunInfo};
 use swoop_core::resources::SharedResources;
 use swoop_core::storage::TaskStorage;
-use swoop_core::template::{FileAccess, Templates, mask_secrets, with_files};
+use swoop_core::template::{TaskTemplates, mask_secrets};
 use swoop_core::{Execution, Flow};
 use swoop_store::LogStore;
 use tokio_util::sync::CancellationToken;
@@ -127,7 +127,8 @@ impl LogTarget {
 pub struct TaskRunContext {
     pub flow_ref: String,
     pub task_id: String,
-    pub context: Value,
+    /// The task run's variables and its execution's files.
+    pub templates: TaskTemplates,
     pub log: LogTarget,
     pub info: TaskRunInfo,
     pub storage: TaskStorage,
@@ -144,32 +145,25 @@ impl TaskRunContext {
             self.flow_ref, self.task_id
         ))
     }
-
-    fn files(&self) -> Option<Arc<dyn FileAccess>> {
-        Some(Arc::new(self.storage.files.clone()))
-    }
 }
 
 impl RunContext for TaskRunContext {
     fn render(&self, property: &str, template: &str) -> Result<String, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render(template, &self.context)
-        })
-        .map_err(|e| self.render_error(property, e))
+        self.templates
+            .render(template)
+            .map_err(|e| self.render_error(property, e))
     }
 
     fn render_value(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render_value(value, &self.context)
-        })
-        .map_err(|e| self.render_error(property, e))
+        self.templates
+            .render_value(value)
+            .map_err(|e| self.render_error(property, e))
     }
 
     fn render_typed(&self, property: &str, value: &Value) -> Result<Value, TaskError> {
-        with_files(self.files(), || {
-            Templates::global().render_typed(value, &self.context)
-        })
-        .map_err(|e| self.render_error(property, e))
+        self.templates
+            .render_typed(value)
+            .map_err(|e| self.render_error(property, e))
     }
 
     fn log(&self, level: LogLevel, message: String) {
@@ -193,11 +187,7 @@ impl RunContext for TaskRunContext {
     }
 
     fn add_labels(&self, labels: Vec<Label>) -> Result<(), TaskError> {
-        let mut execution = self.live.execution.lock();
-        for label in labels {
-            execution.labels.retain(|l| l.key != label.key);
-            execution.labels.push(label);
-        }
+        merge_labels(&mut self.live.execution.lock().labels, labels);
         Ok(())
     }
 }

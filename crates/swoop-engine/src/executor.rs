@@ -18,7 +18,7 @@ use swoop_core::flow::{ConcurrencyBehavior, Flowable, TaskDef, scalar_text};
 use swoop_core::model::{Attempt, ExecutionTrigger, LogLevel, StateInfo, TaskRun, new_id};
 use swoop_core::registry::{RunnableTask, TaskError, TaskKind, TaskRunInfo};
 use swoop_core::storage::{self, ExecutionFiles, TaskStorage};
-use swoop_core::template::Templates;
+use swoop_core::template::{TaskTemplates, Templates};
 use swoop_core::{Flow, State};
 use swoop_store::{DedupKey, Durability};
 use tokio::sync::OwnedSemaphorePermit;
@@ -410,7 +410,10 @@ impl Run {
         Ok(TaskRunContext {
             flow_ref: self.flow_ref.clone(),
             task_id: task.id.clone(),
-            context: self.context(Some(task), Some(run_id), scope, attempt),
+            templates: TaskTemplates::new(
+                self.context(Some(task), Some(run_id), scope, attempt),
+                Arc::new(files.clone()),
+            ),
             log: self.log_target(Some(&task.id), Some(run_id), attempt),
             info,
             storage: TaskStorage { files, folder },

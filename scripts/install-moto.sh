@@ -4,17 +4,5 @@
 # ~/.cache/swoop-ci). Idempotent. Prints moto_server's path.
 set -euo pipefail
 version=5.2.5
-cache="${SWOOP_CACHE:-$HOME/.cache/swoop-ci}"
-venv="$cache/moto-$version"
-if [ ! -f "$venv/.installed" ]; then
-    echo "installing moto[server] $version into $venv" >&2
-    mkdir -p "$cache"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$version" >&2; then
-        rm -rf "$venv"
-        exit 1
-    fi
-    touch "$venv/.installed"
-fi
+venv=$("$(dirname "$0")/install-pypi-venv.sh" moto "$version" "moto[server]==$version")
 echo "$venv/bin/moto_server"

@@ -15,11 +15,9 @@ use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, Opts, OptsBuilder, Params, Row};
 use serde_json::{Map, Value};
-use swoop_core::registry::{
-    PropSpec, PropType, RunContext, TaskError, TaskFactory, shared_resource,
-};
+use swoop_core::registry::{PropSpec, PropType, RunContext, TaskError, TaskFactory};
 
-use super::pool::{Connect, Lease, Pool};
+use super::pool::{Connect, lease};
 use super::query::{self, Driver, Plan, Sink, Statement, query_properties};
 use super::sql::Dialect;
 use super::url::{JdbcUrl, bool_param};
@@ -61,24 +59,18 @@ impl Driver for MySql {
         sink: &mut Sink,
     ) -> Result<bool, TaskError> {
         let c = &plan.connection;
-        let target = MyTarget::parse(&c.url, c.username.as_deref(), c.password.as_deref())
-            .map_err(TaskError::permanent)?;
-        if target.opts.user().is_none() {
-            return Err(TaskError::permanent(
-                "no user: set `username` (or `user=` in the `url`)",
-            ));
-        }
-        let label = target.label.clone();
-        let mut lease = if c.pooling {
-            let size = c.pool_size;
-            let pool = shared_resource::<Pool<MyTarget>, _, _>(ctx, &c.pool_key(), || async move {
-                Ok(Pool::new(target, size))
-            })
-            .await?;
-            pool.acquire().await?
-        } else {
-            Lease::unpooled(target).await?
-        };
+        let mut lease = lease(ctx, c, || {
+            let target = MyTarget::parse(&c.url, c.username.as_deref(), c.password.as_deref())
+                .map_err(TaskError::permanent)?;
+            if target.opts.user().is_none() {
+                return Err(TaskError::permanent(
+                    "no user: set `username` (or `user=` in the `url`)",
+                ));
+            }
+            Ok(target)
+        })
+        .await?;
+        let label = lease.target().to_owned();
         lease.busy();
         match run(lease.conn(), plan, sink).await {
             Ok(had_result_set) => {

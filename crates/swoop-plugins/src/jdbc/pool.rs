@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use swoop_core::registry::TaskError;
+use swoop_core::registry::{RunContext, TaskError, shared_resource};
+
+use super::query::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a task waits for a free connection (HikariCP's default `connectionTimeout`).
@@ -132,6 +134,11 @@ impl<C: Connect> Lease<C> {
         Ok(Self::new(conn, connect, None))
     }
 
+    /// `host:port/database`, for messages.
+    pub fn target(&self) -> &str {
+        self.connect.target()
+    }
+
     pub fn conn(&mut self) -> &mut C::Conn {
         self.conn
             .as_mut()
@@ -160,5 +167,26 @@ impl<C: Connect> Drop for Lease<C> {
             (Some((pool, _)), false) => pool.put_back(conn),
             (None, false) => drop(conn),
         }
+    }
+}
+
+/// A connection for `connection`: from the pool shared across executions (created on first use
+/// with what `connect` returns) or, with `connectionPooling: false`, a fresh one. `connect`
+/// parses and checks the settings; with pooling it runs only when the pool is created, not on
+/// every execution.
+pub async fn lease<C: Connect>(
+    ctx: &dyn RunContext,
+    connection: &Connection,
+    connect: impl FnOnce() -> Result<C, TaskError>,
+) -> Result<Lease<C>, TaskError> {
+    if connection.pooling {
+        let size = connection.pool_size;
+        let pool = shared_resource::<Pool<C>, _, _>(ctx, &connection.pool_key(), || async move {
+            Ok(Pool::new(connect()?, size))
+        })
+        .await?;
+        pool.acquire().await
+    } else {
+        Lease::unpooled(connect()?).await
     }
 }

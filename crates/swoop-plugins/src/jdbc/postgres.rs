@@ -13,14 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::{TryStreamExt, pin_mut};
 use serde_json::{Map, Value};
-use swoop_core::registry::{
-    PropSpec, PropType, RunContext, TaskError, TaskFactory, shared_resource,
-};
+use swoop_core::registry::{PropSpec, PropType, RunContext, TaskError, TaskFactory};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::pg_values::{PgParam, Raw, decode};
-use super::pool::{Connect, Lease, Pool};
+use super::pool::{Connect, lease};
 use super::query::{self, Driver, FetchType, Plan, Sink, query_properties};
 use super::sql::Dialect;
 use super::url::{JdbcUrl, bool_param};
@@ -90,25 +88,17 @@ impl Driver for Postgres {
         sink: &mut Sink,
     ) -> Result<bool, TaskError> {
         let c = &plan.connection;
-        let target = PgTarget::parse(&c.url, c.username.as_deref(), c.password.as_deref())
-            .map_err(TaskError::permanent)?;
-        if target.config.get_user().is_none() {
-            return Err(TaskError::permanent(
-                "no user: set `username` (or `user=` in the `url`)",
-            ));
-        }
-        let connect = PgConnect::new(target);
-        let mut lease = if c.pooling {
-            let size = c.pool_size;
-            let pool =
-                shared_resource::<Pool<PgConnect>, _, _>(ctx, &c.pool_key(), || async move {
-                    Ok(Pool::new(connect, size))
-                })
-                .await?;
-            pool.acquire().await?
-        } else {
-            Lease::unpooled(connect).await?
-        };
+        let mut lease = lease(ctx, c, || {
+            let target = PgTarget::parse(&c.url, c.username.as_deref(), c.password.as_deref())
+                .map_err(TaskError::permanent)?;
+            if target.config.get_user().is_none() {
+                return Err(TaskError::permanent(
+                    "no user: set `username` (or `user=` in the `url`)",
+                ));
+            }
+            Ok(PgConnect::new(target))
+        })
+        .await?;
         lease.busy();
         let target = lease.conn().target.clone();
         match run(lease.conn(), plan, sink).await {

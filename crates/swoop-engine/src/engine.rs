@@ -70,6 +70,18 @@ pub struct NewExecution {
 /// in-flight slot).
 pub type Hold = Box<dyn std::any::Any + Send>;
 
+/// What became of an event a realtime trigger offered (see [`Engine::admit`]).
+pub(crate) enum Admission {
+    /// Its execution was created (and started, taking the hold), or existed already.
+    Admitted(Submitted),
+    /// It can never become a running execution (its inputs do not resolve, say): it was kept
+    /// as a FAILED execution with the raw event and this reason.
+    Rejected(String),
+    /// The store is unavailable: try again later.
+    RetryLater(EngineError),
+    ShuttingDown,
+}
+
 /// What `submit` did.
 pub(crate) enum Submitted {
     Created(Box<Execution>),
@@ -395,7 +407,10 @@ impl Engine {
                 flow.namespace, flow.id
             )));
         }
-        let inputs =
+        // An execution created FAILED does not run: its inputs are kept as given.
+        let inputs = if request.failed.is_some() {
+            request.inputs.clone()
+        } else {
             resolve_inputs(flow, &request.inputs).map_err(|problems| EngineError::Invalid {
                 message: format!(
                     "invalid inputs for flow `{}.{}`: {}",
@@ -411,7 +426,8 @@ impl Engine {
                         message,
                     })
                     .collect(),
-            })?;
+            })?
+        };
         let mut execution = Execution::new(&flow.namespace, &flow.id, flow.revision);
         execution.inputs = inputs;
         execution.labels = flow
@@ -447,6 +463,39 @@ impl Engine {
                 Ok(Submitted::Created(Box::new(execution)))
             }
             Created::Duplicate { existing_id } => Ok(Submitted::Duplicate(existing_id)),
+        }
+    }
+
+    /// Admits an event of a realtime trigger: [`Engine::submit`], and when the event can never
+    /// become a running execution (bad inputs, a flow that refuses it), the same request
+    /// created FAILED with the reason, so that the event is recorded and acknowledged instead
+    /// of retried forever. Only an unavailable store is a reason to retry.
+    pub(crate) async fn admit(
+        &self,
+        flow: &Arc<Flow>,
+        request: NewExecution,
+        hold: &mut Option<Hold>,
+    ) -> Admission {
+        let error = match self.submit(flow, request.clone(), hold).await {
+            Ok(submitted) => return Admission::Admitted(submitted),
+            Err(EngineError::ShuttingDown) => return Admission::ShuttingDown,
+            Err(e @ (EngineError::Store(_) | EngineError::Storage(_))) => {
+                return Admission::RetryLater(e);
+            }
+            Err(e) => e,
+        };
+        let reason = error.to_string();
+        let failed = NewExecution {
+            failed: Some(format!(
+                "the event cannot start an execution of flow `{}.{}`: {reason}",
+                flow.namespace, flow.id
+            )),
+            ..request
+        };
+        match self.submit(flow, failed, hold).await {
+            Ok(_) => Admission::Rejected(reason),
+            Err(EngineError::ShuttingDown) => Admission::ShuttingDown,
+            Err(e) => Admission::RetryLater(e),
         }
     }
 

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use swoop_core::flow::TriggerKind;
 use swoop_core::realtime::{
-    Ack, Event, Ordering, RealtimeConnection, RealtimeSettings, RealtimeSource, RealtimeTrigger,
-    SourceError,
+    Ack, Backlog, Event, Ordering, Outcome, RealtimeSettings, RealtimeSource, RealtimeTrigger,
+    SourceContext, SourceError,
 };
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use swoop_core::{Execution, Flow, Registry, State};
@@ -80,8 +80,10 @@ struct FakeSource {
     failing_connects: Mutex<VecDeque<SourceError>>,
     /// Every event handed out by `next()`: its `n` and when.
     handed_out: Mutex<Vec<(u64, DateTime<Utc>)>>,
-    /// The dedup keys acknowledged, in order.
-    acks: Mutex<Vec<String>>,
+    /// The dedup keys acknowledged (recorded), in order, with their outcome.
+    acks: Mutex<Vec<(String, Outcome)>>,
+    /// The dedup keys released (not recorded).
+    released: Mutex<Vec<String>>,
     backlog: Mutex<Option<u64>>,
 }
 
@@ -116,6 +118,10 @@ impl FakeSource {
     }
 
     fn acks(&self) -> Vec<String> {
+        self.acks.lock().iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    fn outcomes(&self) -> Vec<(String, Outcome)> {
         self.acks.lock().clone()
     }
 }
@@ -123,62 +129,76 @@ impl FakeSource {
 /// The fake as the runtime sees it (the registry's `build` wraps the shared state).
 struct FakeConnector(Arc<FakeSource>);
 
-#[async_trait]
-impl RealtimeSource for FakeConnector {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
-        let source = &self.0;
-        source.connects.fetch_add(1, AtomicOrdering::SeqCst);
-        source.consumer_names.lock().push(consumer_name.to_string());
-        if let Some(error) = source.failing_connects.lock().pop_front() {
-            return Err(error);
-        }
-        Ok(Box::new(FakeConnection {
-            source: source.clone(),
-        }))
-    }
-}
-
-struct FakeConnection {
-    source: Arc<FakeSource>,
-}
-
-#[async_trait]
-impl RealtimeConnection for FakeConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        // Cancel-safe: locking and receiving from an mpsc are, and nothing awaits after that.
-        let item = self.source.rx.lock().await.recv().await;
-        let event = match item {
-            Some(Item::Event(event)) => event,
-            Some(Item::Fail(error)) => return Err(error),
-            None => std::future::pending().await,
-        };
-        self.source.handed_out.lock().push((event.n, Utc::now()));
+impl FakeSource {
+    /// The fake's next event for the runtime; `Err` for a read that fails.
+    fn event(self: &Arc<Self>, event: FakeEvent) -> Event {
         let mut variables = event.extra;
         variables.insert("n".into(), json!(event.n));
-        let source = self.source.clone();
+        let source = self.clone();
         let acked = event
             .dedup
             .clone()
             .unwrap_or_else(|| format!("#{}", event.n));
-        Ok(Event {
+        Event {
             variables,
             dedup_key: event.dedup,
             key: event.key,
             partition: event.partition,
             decode_error: event.decode_error,
-            ack: Ack::new(move || source.acks.lock().push(acked)),
-        })
+            ack: Ack::new(move |outcome| match outcome {
+                Outcome::Released => source.released.lock().push(acked),
+                recorded => source.acks.lock().push((acked, recorded)),
+            }),
+        }
     }
 
-    async fn backlog(&mut self) -> Option<u64> {
-        *self.source.backlog.lock()
+    /// Reads the fed items and emits their events until stopped or a read fails.
+    async fn consume(self: &Arc<Self>, ctx: &SourceContext) -> Result<(), SourceError> {
+        loop {
+            let item = tokio::select! {
+                item = async { self.rx.lock().await.recv().await } => item,
+                _ = ctx.stopped() => return Ok(()),
+            };
+            let event = match item {
+                Some(Item::Event(event)) => event,
+                Some(Item::Fail(error)) => return Err(error),
+                None => return Ok(()),
+            };
+            let n = event.n;
+            if ctx.emit(self.event(event)).await.is_err() {
+                return Ok(());
+            }
+            self.handed_out.lock().push((n, Utc::now()));
+        }
     }
+}
 
-    async fn close(&mut self) {
-        self.source.closes.fetch_add(1, AtomicOrdering::SeqCst);
+struct FakeBacklog(Arc<FakeSource>);
+
+#[async_trait]
+impl Backlog for FakeBacklog {
+    async fn backlog(&self) -> Option<u64> {
+        *self.0.backlog.lock()
+    }
+}
+
+#[async_trait]
+impl RealtimeSource for FakeConnector {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        let source = &self.0;
+        source.connects.fetch_add(1, AtomicOrdering::SeqCst);
+        source
+            .consumer_names
+            .lock()
+            .push(ctx.consumer_name().to_string());
+        if let Some(error) = source.failing_connects.lock().pop_front() {
+            return Err(error);
+        }
+        ctx.connected();
+        ctx.watch_backlog(Arc::new(FakeBacklog(source.clone())));
+        let result = source.consume(&ctx).await;
+        source.closes.fetch_add(1, AtomicOrdering::SeqCst);
+        result
     }
 }
 
@@ -198,6 +218,7 @@ fn fake(name: &str) -> Arc<FakeSource> {
         failing_connects: Mutex::new(VecDeque::new()),
         handed_out: Mutex::new(Vec::new()),
         acks: Mutex::new(Vec::new()),
+        released: Mutex::new(Vec::new()),
         backlog: Mutex::new(None),
     });
     let previous = FAKES.lock().insert(name.to_string(), source.clone());
@@ -644,6 +665,90 @@ async fn an_undecodable_event_becomes_a_failed_execution() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_whose_execution_cannot_start_are_rejected_into_failed_executions() {
+    // The flow needs an input no event gives: before, each event was retried forever and,
+    // after `maxInFlight` of them, the trigger stopped pulling while it said RUNNING.
+    let fake = fake("rejected");
+    let h = Harness::new().await;
+    let yaml = flow_yaml("rejected", "rejected", "    maxInFlight: 2\n", LOG_N).replace(
+        "tasks:\n",
+        "inputs:\n  - id: customer\n    type: STRING\n    required: true\ntasks:\n",
+    );
+    h.flow(&yaml).await;
+    for n in 0..6 {
+        fake.send(ev(n));
+    }
+    let executions = h.ended_executions("rejected", 6).await;
+    assert_eq!(
+        executions.len(),
+        6,
+        "every event is recorded, more than maxInFlight"
+    );
+    for e in &executions {
+        assert_eq!(e.state.current, State::Failed, "{}", describe(e));
+        let error = e.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("customer") && error.contains("rejected"),
+            "the reason names the input and the flow: {error:?}"
+        );
+        assert!(e.task_run_list.is_empty(), "{}", describe(e));
+    }
+    let mut numbers: Vec<u64> = executions.iter().map(n_of).collect();
+    numbers.sort();
+    assert_eq!(numbers, (0..6).collect::<Vec<_>>(), "the raw event is kept");
+    assert_acked_once(&fake.acks(), (0..6).map(|n| format!("e{n}")));
+    assert!(
+        fake.outcomes()
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Rejected(r) if r.contains("customer"))),
+        "{:?}",
+        fake.outcomes()
+    );
+    let status = h
+        .status_until("rejected", "six rejected", |s| s.rejected == 6)
+        .await;
+    assert_eq!(status.state, TriggerState::Running);
+    assert_eq!(status.in_flight, 0);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_not_admitted_when_the_trigger_stops_is_released() {
+    let fake = fake("released");
+    let h = Harness::new().await;
+    h.flow(&flow_yaml(
+        "released",
+        "released",
+        "    maxInFlight: 1\n",
+        &sleep_task("PT30S"),
+    ))
+    .await;
+    fake.send(ev(0));
+    fake.send(ev(1));
+    // e0 holds the only slot (its execution sleeps); e1 waits in `emit`.
+    h.status_until("released", "one in flight", |s| s.in_flight == 1)
+        .await;
+    eventually("e0 acknowledged", async || match fake.acks().as_slice() {
+        [k] if k == "e0" => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    h.engine
+        .delete_flow(NS, "released")
+        .await
+        .expect("the flow is deleted");
+    eventually("e1 released", async || {
+        match fake.released.lock().as_slice() {
+            [k] if k == "e1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(fake.acks(), ["e0"], "e1 was not recorded");
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_reconnect_without_losing_events() {
     let fake = fake("reconnect");
     fake.fail_connects([
@@ -970,6 +1075,7 @@ async fn watchdog_reconnects_a_stalled_source() {
     );
     assert_eq!(fake.closes(), 1);
     let status = h.status("stalled").expect("status");
+    assert_eq!(status.lag, Some(12), "the lag is shown: {status:?}");
     assert!(
         status
             .last_error

@@ -22,6 +22,8 @@ pub mod mqtt;
 pub mod nats;
 #[cfg(feature = "notifications")]
 pub mod notifications;
+#[cfg(feature = "postgres-cdc")]
+pub mod postgres_cdc;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 #[cfg(feature = "redis")]
@@ -73,5 +75,7 @@ pub fn registry() -> Registry {
     mongodb::register(&mut registry);
     #[cfg(feature = "cassandra")]
     cassandra::register(&mut registry);
+    #[cfg(feature = "postgres-cdc")]
+    postgres_cdc::register(&mut registry);
     registry
 }

@@ -1,13 +1,20 @@
 //! What every realtime trigger plugin shares: its registry entry, built from its source type
-//! (the source's checked properties, then the runtime settings every realtime trigger has),
-//! and, for the plugins' tests, a flow around one trigger block.
+//! (the source's checked properties, then the runtime settings every realtime trigger has);
+//! the plumbing the sources share (acknowledgements sent back to the task that owns a
+//! connection, waiting for them when stopping, a backlog probe); and, for the plugins' tests,
+//! a flow around one trigger block.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::Value;
 use swoop_core::flow::TriggerKind;
+use swoop_core::realtime::{Ack, Backlog, SourceContext};
 use swoop_core::realtime::{RealtimeSettings, RealtimeSource, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, TriggerFactory};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// A realtime source made from its trigger's properties.
 pub trait FromTriggerProperties: RealtimeSource + Sized + 'static {
@@ -36,6 +43,99 @@ fn build<S: FromTriggerProperties>(v: &Value) -> Result<TriggerKind, String> {
         source: Arc::new(source),
         settings,
     }))
+}
+
+/// How an event was settled, on its way back to the task that owns its connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled<T> {
+    /// Recorded: acknowledge it.
+    Ack(T),
+    /// Released: give it back (nack) where the source can; otherwise forget it, and the source
+    /// delivers it again after a reconnect.
+    Nack(T),
+}
+
+/// Hands out the [`Ack`]s of one connection's events: each sends its event's [`Settled`] to
+/// the task that owns the connection (a client whose acknowledgements are calls on its own
+/// connection, channel or event loop). That task ends when every `Ack` is settled or dropped
+/// and every `Settler` is dropped: see [`settle_until_done`].
+pub struct Settler<T>(mpsc::UnboundedSender<Settled<T>>);
+
+impl<T> Clone for Settler<T> {
+    fn clone(&self) -> Self {
+        Settler(self.0.clone())
+    }
+}
+
+/// A [`Settler`] and what its `Ack`s send.
+pub fn settlements<T: Send + 'static>() -> (Settler<T>, mpsc::UnboundedReceiver<Settled<T>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Settler(tx), rx)
+}
+
+impl<T: Send + 'static> Settler<T> {
+    /// The `Ack` of the event that `item` identifies (a delivery tag, a receipt handle …). If
+    /// the owning task is gone, its connection is gone too, and the source delivers the event
+    /// again.
+    pub fn ack(&self, item: T) -> Ack {
+        let tx = self.0.clone();
+        Ack::new(move |outcome| {
+            let settled = if outcome.is_recorded() {
+                Settled::Ack(item)
+            } else {
+                Settled::Nack(item)
+            };
+            let _ = tx.send(settled);
+        })
+    }
+}
+
+/// How long a source that was told to stop waits for the events it emitted to be settled (their
+/// acknowledgements sent) before it leaves; what is settled later is delivered again.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits (up to [`SETTLE_GRACE`]) for the task that settles a connection's events to end, which
+/// it does once they are all settled: the last acknowledgements are sent and the connection is
+/// closed. The caller drops its [`Settler`] first. `false` when the grace ran out (the task
+/// goes on, and what it still sends is sent).
+pub async fn settle_until_done(task: JoinHandle<()>) -> bool {
+    tokio::time::timeout(SETTLE_GRACE, task).await.is_ok()
+}
+
+/// `f`, unless the source is told to stop first (`None`).
+pub async fn unless_stopped<F: Future>(ctx: &SourceContext, f: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = ctx.stopped() => None,
+        out = f => Some(out),
+    }
+}
+
+/// How long the watchdog's probe waits for the source's answer.
+const BACKLOG_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A backlog probe made of a function (a cloned client asking for a queue's length …); no
+/// answer within 5 s is "unknown".
+pub fn backlog_probe<F, Fut>(probe: F) -> Arc<dyn Backlog>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<u64>> + Send + 'static,
+{
+    struct Probe<F>(F);
+    #[async_trait]
+    impl<F, Fut> Backlog for Probe<F>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Option<u64>> + Send,
+    {
+        async fn backlog(&self) -> Option<u64> {
+            tokio::time::timeout(BACKLOG_PROBE_TIMEOUT, (self.0)())
+                .await
+                .ok()
+                .flatten()
+        }
+    }
+    Arc::new(Probe(probe))
 }
 
 /// For the plugins' tests: flows around one trigger block.

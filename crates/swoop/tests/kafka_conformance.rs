@@ -26,7 +26,7 @@ fn kafka() -> KafkaFixture {
 impl SourceFixture for KafkaFixture {
     fn trigger_yaml(&self, channel: &str, extra: &str) -> String {
         format!(
-            "  - id: events\n    type: io.kestra.plugin.kafka.RealtimeTrigger\n    topic: {channel}\n    groupId: conformance-{channel}\n    properties:\n      bootstrap.servers: {}\n      session.timeout.ms: 6000\n      heartbeat.interval.ms: 500\n    valueDeserializer: JSON\n{extra}",
+            "  - id: events\n    type: io.kestra.plugin.kafka.RealtimeTrigger\n    topic: {channel}\n    groupId: conformance-{channel}\n    properties:\n      bootstrap.servers: {}\n    valueDeserializer: JSON\n{extra}",
             self.broker.bootstrap()
         )
     }

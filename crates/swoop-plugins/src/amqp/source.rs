@@ -28,7 +28,9 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::{Map, Number, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
+
+use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -64,10 +66,13 @@ fn transient(address: &str, what: &str, e: impl std::fmt::Display) -> SourceErro
 
 #[async_trait]
 impl RealtimeSource for AmqpSource {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+    }
+}
+
+impl AmqpSource {
+    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let address = self.config.display_address();
         let queue = self.config.queue.clone();
         let tag = self.config.consumer_tag_for(consumer_name);
@@ -261,7 +266,7 @@ fn event(
         key: (!routing_key.is_empty()).then(|| routing_key.to_string()),
         partition: Some(queue.to_string()),
         decode_error,
-        ack: Ack::new(move || {
+        ack: Ack::on_recorded(move || {
             // If the ack task is gone, the connection is closed: the broker redelivers.
             let _ = ack_tx.send(delivery_tag);
         }),
@@ -320,7 +325,7 @@ fn amqp_value(v: &AMQPValue) -> Value {
 }
 
 #[async_trait]
-impl RealtimeConnection for AmqpConnection {
+impl PullConnection for AmqpConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
         match self.events.recv().await {
             Some(Ok(delivery)) => Ok(self.event(delivery)),
@@ -414,7 +419,7 @@ mod tests {
         assert_eq!(e.dedup_key.as_deref(), Some("m-1"));
         assert_eq!(e.partition.as_deref(), Some("orders"));
         assert!(e.decode_error.is_none());
-        e.ack.ack();
+        e.ack.settle(swoop_core::realtime::Outcome::Created);
         assert_eq!(rx.try_recv().unwrap(), 42);
     }
 

@@ -11,7 +11,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use swoop_core::realtime::{Event, RealtimeConnection, RealtimeSource, SourceError};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use swoop_core::realtime::{
+    Backlog, Event, EventSink, Outcome, RealtimeSource, SourceContext, SourceError, Stopped,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{KafkaSource, KafkaTriggerConfig};
 
@@ -83,7 +91,85 @@ fn source(bootstrap: &str, group: &str, extra: Value) -> KafkaSource {
     KafkaSource::new(KafkaTriggerConfig::from_json(&v).expect("valid trigger"))
 }
 
-async fn next(conn: &mut Box<dyn RealtimeConnection>) -> Event {
+/// The runtime's side for these tests: events arrive on a channel of one (so the source
+/// waits as it would for a slot), and the backlog probe is kept.
+struct TestSink {
+    tx: mpsc::Sender<Event>,
+    backlog: Mutex<Option<Arc<dyn Backlog>>>,
+}
+
+#[async_trait]
+impl EventSink for TestSink {
+    async fn emit(&self, event: Event) -> Result<(), Stopped> {
+        self.tx.send(event).await.map_err(|_| Stopped)
+    }
+
+    fn watch_backlog(&self, backlog: Arc<dyn Backlog>) {
+        *self.backlog.lock().expect("not poisoned") = Some(backlog);
+    }
+}
+
+/// A running source, as the tests drive it.
+struct Conn {
+    rx: mpsc::Receiver<Event>,
+    sink: Arc<TestSink>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), SourceError>>>,
+}
+
+fn connect(src: &KafkaSource) -> Conn {
+    let (tx, rx) = mpsc::channel(1);
+    let sink = Arc::new(TestSink {
+        tx,
+        backlog: Mutex::new(None),
+    });
+    let stop = CancellationToken::new();
+    let ctx = SourceContext::new("ns/flow/t", sink.clone(), stop.clone());
+    let src = src.clone();
+    let task = tokio::spawn(async move { src.run(ctx).await });
+    Conn {
+        rx,
+        sink,
+        stop,
+        task: Some(task),
+    }
+}
+
+impl Conn {
+    /// The next event, or the error the source stopped with. Cancel-safe.
+    async fn next(&mut self) -> Result<Event, SourceError> {
+        let Some(task) = self.task.as_mut() else {
+            return Err(SourceError::Transient("the source ended".into()));
+        };
+        tokio::select! {
+            Some(event) = self.rx.recv() => Ok(event),
+            result = task => {
+                self.task = None;
+                match result.expect("the source does not panic") {
+                    Ok(()) => Err(SourceError::Transient("the source ended".into())),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn backlog(&self) -> Option<u64> {
+        let probe = self.sink.backlog.lock().expect("not poisoned").clone()?;
+        probe.backlog().await
+    }
+
+    /// Stops the source and waits for it (its last commit).
+    async fn close(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task)
+                .await
+                .expect("the source stops in time");
+        }
+    }
+}
+
+async fn next(conn: &mut Conn) -> Event {
     tokio::time::timeout(WAIT, conn.next())
         .await
         .expect("an event in time")
@@ -142,7 +228,7 @@ async fn consumes_filters_and_commits_only_what_is_acknowledged() {
         json!({"valueDeserializer": "JSON", "headerFilters": {"type": "order"}, "properties": {"bootstrap.servers": bootstrap, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}}),
     );
 
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let e0 = next(&mut conn).await;
     assert_eq!(e0.variables["value"], json!({"n": 0}));
     assert_eq!(e0.variables["key"], json!("c1"));
@@ -173,26 +259,25 @@ async fn consumes_filters_and_commits_only_what_is_acknowledged() {
     assert_eq!(offset(&e4), 4);
 
     // Offset 1 stays unacknowledged: nothing from it on is committed.
-    e0.ack.ack();
-    e2.ack.ack();
-    e4.ack.ack();
+    e0.ack.settle(Outcome::Created);
+    e2.ack.settle(Outcome::Created);
+    e4.ack.settle(Outcome::Created);
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.close().await;
-    drop(conn);
     assert_eq!(committed(&bootstrap, "g1", "orders", 1), vec![Some(1)]);
 
     // The next connection reads from offset 1 again; acknowledging everything commits it all.
-    let mut conn = src.connect("ns/flow/t").await.expect("reconnected");
+    let mut conn = connect(&src);
     let again = next(&mut conn).await;
     assert_eq!(offset(&again), 1);
     assert_eq!(again.dedup_key, e1.dedup_key);
-    again.ack.ack();
+    again.ack.settle(Outcome::Created);
     let e2 = next(&mut conn).await;
-    e2.ack.ack();
+    e2.ack.settle(Outcome::Created);
     let e4 = next(&mut conn).await;
-    e4.ack.ack();
+    e4.ack.settle(Outcome::Created);
     // An acknowledgement from the closed connection is ignored.
-    e1.ack.ack();
+    e1.ack.settle(Outcome::Created);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(committed(&bootstrap, "g1", "orders", 1), vec![Some(5)]);
     conn.close().await;
@@ -220,11 +305,11 @@ async fn skipped_and_dead_lettered_records_are_committed_past() {
         "g-skip",
         json!({"valueDeserializer": "INTEGER", "onSerdeError": "SKIPPED"}),
     );
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let e = next(&mut conn).await;
     assert_eq!(offset(&e), 1);
     assert_eq!(e.variables["value"], json!(5));
-    e.ack.ack();
+    e.ack.settle(Outcome::Created);
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.close().await;
     assert_eq!(committed(&bootstrap, "g-skip", "orders", 1), vec![Some(2)]);
@@ -235,7 +320,7 @@ async fn skipped_and_dead_lettered_records_are_committed_past() {
         "g-dlq",
         json!({"valueDeserializer": "INTEGER", "onSerdeError": {"type": "DLQ", "topic": "orders-dlq"}}),
     );
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let e = next(&mut conn).await;
     assert_eq!(offset(&e), 1);
     conn.close().await;
@@ -316,12 +401,12 @@ async fn backpressure_pauses_without_losing_or_repeating_records() {
     produce(&bootstrap, "orders", &records).await;
 
     let src = source(&bootstrap, "g-bp", json!({})).with_pause_after(Duration::from_millis(300));
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 3];
     let mut take = |e: Event| {
         let p = e.variables["partition"].as_i64().expect("partition") as usize;
         seen[p].push(offset(&e));
-        e.ack.ack();
+        e.ack.settle(Outcome::Created);
         seen.iter().map(Vec::len).sum::<usize>()
     };
     take(next(&mut conn).await);
@@ -381,9 +466,9 @@ async fn an_unreachable_broker_is_a_transient_error() {
     let bootstrap = cluster.bootstrap_servers();
     produce(&bootstrap, "orders", &[rec(0, "k", "v", &[])]).await;
     let src = source(&bootstrap, "g-down", json!({}));
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let e = next(&mut conn).await;
-    e.ack.ack();
+    e.ack.settle(Outcome::Created);
     cluster.broker_down(-1).expect("broker down");
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(30), conn.next())
@@ -409,7 +494,7 @@ async fn nothing_listening_is_a_transient_error() {
     let port = listener.local_addr().expect("address").port();
     drop(listener);
     let src = source(&format!("127.0.0.1:{port}"), "g-none", json!({}));
-    let mut conn = src.connect("ns/flow/t").await.expect("connecting is lazy");
+    let mut conn = connect(&src);
     let result = tokio::time::timeout(Duration::from_secs(30), conn.next())
         .await
         .expect("an error in time");
@@ -438,7 +523,7 @@ async fn topic_pattern_subscribes_to_matching_topics_only() {
         "properties": {"bootstrap.servers": bootstrap, "topic.metadata.refresh.interval.ms": 500},
     });
     let src = KafkaSource::new(KafkaTriggerConfig::from_json(&v).expect("valid"));
-    let mut conn = src.connect("ns/flow/t").await.expect("connected");
+    let mut conn = connect(&src);
     let e = next(&mut conn).await;
     assert_eq!(e.variables["topic"], json!("orders-eu"));
     assert_eq!(e.variables["value"], json!("new"));
@@ -452,9 +537,10 @@ async fn topic_pattern_subscribes_to_matching_topics_only() {
     // A pattern librdkafka cannot compile is fatal.
     v["topicPattern"] = json!("orders-[");
     let src = KafkaSource::new(KafkaTriggerConfig::from_json(&v).expect("valid"));
-    match src.connect("ns/flow/t").await {
-        Err(SourceError::Fatal(m)) => assert!(m.contains("topicPattern"), "{m}"),
-        Err(other) => panic!("expected a fatal error, got {other:?}"),
-        Ok(_) => panic!("expected a fatal error"),
+    match tokio::time::timeout(WAIT, connect(&src).next()).await {
+        Ok(Err(SourceError::Fatal(m))) => assert!(m.contains("topicPattern"), "{m}"),
+        Ok(Err(other)) => panic!("expected a fatal error, got {other:?}"),
+        Ok(Ok(_)) => panic!("expected a fatal error, got an event"),
+        Err(_) => panic!("no fatal error in time"),
     }
 }

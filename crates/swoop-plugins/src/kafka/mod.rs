@@ -20,7 +20,7 @@ use crate::realtime::FromTriggerProperties;
 pub use config::{KafkaTriggerConfig, OnSerdeError, Subscription};
 pub use offsets::OffsetTracker;
 pub use serde::Deserializer;
-pub use source::{KafkaConnection, KafkaSource};
+pub use source::KafkaSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.kafka.RealtimeTrigger";

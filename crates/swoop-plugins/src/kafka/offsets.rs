@@ -7,51 +7,46 @@
 //! order; offsets may have gaps (compaction, transaction markers). Each assignment of a
 //! partition has an epoch: an acknowledgement from an earlier assignment (the partition was
 //! revoked meanwhile) is ignored, since the new owner re-reads from the committed offset.
+//!
+//! The positions and epochs are the shared [`OrderedAcks`] every log-like source uses; this
+//! adds Kafka's own: which records the runtime has (a revoke waits for them) and the offset
+//! last committed.
 
 use std::collections::{BTreeSet, HashMap};
+
+use swoop_core::realtime::ordered_acks::{OrderedAcks, Progress};
 
 /// A partition's identity: topic and partition number.
 pub type TopicPartition = (String, i32);
 
-#[derive(Debug)]
+/// What Kafka adds to the shared ordered acknowledgement, per assigned partition.
+#[derive(Debug, Default)]
 struct PartitionState {
-    epoch: u64,
-    /// Offsets handed out and not acknowledged yet.
-    pending: BTreeSet<i64>,
-    /// Those of `pending` the runtime has (delivered by `next()`): their executions are being
-    /// stored. The others wait in the connection's channel.
+    /// Offsets the runtime has (emitted): their executions are being recorded. The others
+    /// wait to be emitted.
     delivered: BTreeSet<i64>,
     /// Being revoked: nothing more is delivered.
     revoking: bool,
-    /// The highest offset handed out in this assignment.
-    highest: Option<i64>,
     /// The offset last sent in a commit (the next offset to read), if any.
     committed: Option<i64>,
 }
 
-impl PartitionState {
-    fn committable(&self) -> Option<i64> {
-        match self.pending.first() {
-            Some(first) => Some(*first),
-            None => self.highest.map(|h| h + 1),
-        }
-    }
-
-    /// The committable offset when it moved past the last commit.
-    fn advanced(&self) -> Option<i64> {
-        let committable = self.committable()?;
-        match self.committed {
-            Some(c) if c >= committable => None,
-            _ => Some(committable),
-        }
-    }
+/// Kafka's "next offset to read" for a partition's progress.
+fn next_offset(progress: Progress<i64>) -> Option<i64> {
+    progress.next_to_read(|o| o + 1)
 }
 
-/// Offsets handed out, acknowledged and committed, per partition.
+/// Offsets handed out, acknowledged and committed, per partition: the shared
+/// [`OrderedAcks`] (positions, epochs) plus what is Kafka's own (deliveries for revokes, the
+/// committed offset).
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
+    acks: OrderedAcks<TopicPartition, i64>,
     partitions: HashMap<TopicPartition, PartitionState>,
-    next_epoch: u64,
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    (topic.to_string(), partition)
 }
 
 impl OffsetTracker {
@@ -59,53 +54,45 @@ impl OffsetTracker {
         Self::default()
     }
 
-    fn state(&mut self, topic: &str, partition: i32) -> &mut PartitionState {
-        let key = (topic.to_string(), partition);
-        let next_epoch = &mut self.next_epoch;
-        self.partitions.entry(key).or_insert_with(|| {
-            *next_epoch += 1;
-            PartitionState {
-                epoch: *next_epoch,
-                pending: BTreeSet::new(),
-                delivered: BTreeSet::new(),
-                revoking: false,
-                highest: None,
-                committed: None,
-            }
-        })
-    }
-
     /// The partition was assigned to this consumer (a no-op when it already is).
     pub fn assign(&mut self, topic: &str, partition: i32) -> u64 {
-        self.state(topic, partition).epoch
+        let key = tp(topic, partition);
+        let epoch = self.acks.assign(&key);
+        self.partitions.entry(key).or_default();
+        epoch
     }
 
     /// `offset` of the partition was read and is being handed out (to the runtime, or to be
     /// skipped at once). Returns the assignment epoch to give back with the acknowledgement.
     pub fn handed_out(&mut self, topic: &str, partition: i32, offset: i64) -> u64 {
-        let state = self.state(topic, partition);
-        state.pending.insert(offset);
-        state.highest = Some(state.highest.map_or(offset, |h| h.max(offset)));
-        state.epoch
+        let key = tp(topic, partition);
+        let epoch = self.acks.handed_out(&key, offset);
+        self.partitions.entry(key).or_default();
+        epoch
     }
 
     /// `offset` is acknowledged. Returns false when the acknowledgement was ignored: the
     /// partition was revoked since (its epoch is gone) or the offset was not pending.
     pub fn ack(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> bool {
-        match self.partitions.get_mut(&(topic.to_string(), partition)) {
-            Some(state) if state.epoch == epoch => {
-                state.delivered.remove(&offset);
-                state.pending.remove(&offset)
-            }
-            _ => false,
+        let key = tp(topic, partition);
+        if !self.acks.ack(&key, offset, epoch) {
+            return false;
         }
+        if let Some(state) = self.partitions.get_mut(&key) {
+            state.delivered.remove(&offset);
+        }
+        true
     }
 
     /// `offset` (handed out in `epoch`) is about to be given to the runtime. Returns false when
     /// it must not be: its partition was revoked (or is being revoked) since.
     pub fn deliver(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> bool {
-        match self.partitions.get_mut(&(topic.to_string(), partition)) {
-            Some(state) if state.epoch == epoch && !state.revoking => {
+        let key = tp(topic, partition);
+        if self.acks.epoch(&key) != Some(epoch) {
+            return false;
+        }
+        match self.partitions.get_mut(&key) {
+            Some(state) if !state.revoking => {
                 state.delivered.insert(offset);
                 true
             }
@@ -115,7 +102,7 @@ impl OffsetTracker {
 
     /// The partition is being revoked: nothing more of it is delivered.
     pub fn begin_revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(state) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+        if let Some(state) = self.partitions.get_mut(&tp(topic, partition)) {
             state.revoking = true;
         }
     }
@@ -123,15 +110,15 @@ impl OffsetTracker {
     /// Records of the partition the runtime has and has not acknowledged yet.
     pub fn delivered_unacked(&self, topic: &str, partition: i32) -> usize {
         self.partitions
-            .get(&(topic.to_string(), partition))
+            .get(&tp(topic, partition))
             .map_or(0, |s| s.delivered.len())
     }
 
     /// The offset that may be committed for the partition now, if anything was handed out.
     pub fn committable(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.partitions
-            .get(&(topic.to_string(), partition))
-            .and_then(PartitionState::committable)
+        self.acks
+            .progress(&tp(topic, partition))
+            .and_then(next_offset)
     }
 
     /// The partitions whose committable offset moved since their last commit, with that
@@ -139,13 +126,20 @@ impl OffsetTracker {
     /// commit does not go through).
     pub fn take_commits(&mut self) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
-        for ((topic, partition), state) in &mut self.partitions {
-            if let Some(offset) = state.advanced() {
-                state.committed = Some(offset);
-                out.push((topic.clone(), *partition, offset));
+        for ((topic, partition), progress) in self.acks.take_advanced() {
+            let Some(offset) = next_offset(progress) else {
+                continue;
+            };
+            let state = self
+                .partitions
+                .entry((topic.clone(), partition))
+                .or_default();
+            if state.committed.is_some_and(|c| c >= offset) {
+                continue;
             }
+            state.committed = Some(offset);
+            out.push((topic, partition, offset));
         }
-        out.sort();
         out
     }
 
@@ -153,31 +147,34 @@ impl OffsetTracker {
     ///
     /// [`take_commits`]: OffsetTracker::take_commits
     pub fn commit_failed(&mut self, topic: &str, partition: i32, offset: i64) {
-        if let Some(state) = self.partitions.get_mut(&(topic.to_string(), partition))
+        let key = tp(topic, partition);
+        if let Some(state) = self.partitions.get_mut(&key)
             && state.committed == Some(offset)
         {
             state.committed = None;
+            if let Some(progress) = self.acks.progress(&key) {
+                self.acks.confirm_failed(&key, progress);
+            }
         }
     }
 
     /// The partition was revoked: returns the offset still to commit for it (when it moved
     /// since the last commit) and forgets it. Later acknowledgements for it are ignored.
     pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<i64> {
-        self.partitions
-            .remove(&(topic.to_string(), partition))
-            .and_then(|state| state.advanced())
+        let key = tp(topic, partition);
+        let committed = self.partitions.remove(&key).and_then(|s| s.committed);
+        let offset = self.acks.revoke(&key).and_then(next_offset)?;
+        (committed.is_none_or(|c| c < offset)).then_some(offset)
     }
 
     /// How many offsets are handed out and not acknowledged, over all partitions.
     pub fn pending(&self) -> usize {
-        self.partitions.values().map(|s| s.pending.len()).sum()
+        self.acks.pending()
     }
 
     /// The partitions currently tracked.
     pub fn partitions(&self) -> Vec<TopicPartition> {
-        let mut out: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
-        out.sort();
-        out
+        self.acks.streams()
     }
 }
 

@@ -1,26 +1,24 @@
 //! The Kafka consumer behind the realtime trigger.
 //!
-//! One background task (the pump) owns the polling of librdkafka's `StreamConsumer`: it
-//! decodes each record into an [`Event`] and hands it to the connection through a small
-//! bounded channel ([`CHANNEL_CAPACITY`]); `next()` only receives from that channel, so it is
-//! cancel-safe. When the channel is full (the runtime has no free slot) the pump stops taking
-//! records, which wait in librdkafka's bounded prefetch queue; if that lasts [`PAUSE_AFTER`],
-//! it pauses every assigned partition (librdkafka drops what it prefetched and resumes from
-//! the first record not handed out) and polls again, to serve rebalances and errors and stay
-//! in the group, until half the channel is free. Memory stays bounded: the channel, plus
-//! librdkafka's prefetch queue (`queued.max.messages.kbytes`).
+//! [`KafkaSource::run`] owns the polling of librdkafka's `StreamConsumer`: it decodes each
+//! record into an [`Event`] and emits it into the runtime's context, which waits for a free
+//! in-flight slot. While it waits, records stay in librdkafka's bounded prefetch queue; if
+//! that lasts [`PAUSE_AFTER`], it pauses every assigned partition (librdkafka drops what it
+//! prefetched and resumes from the first record not handed out) and polls again, to serve
+//! rebalances and errors and stay in the group, until the event is taken. Memory stays
+//! bounded: one event, plus librdkafka's prefetch queue (`queued.max.messages.kbytes`).
 //!
 //! Offsets: every record read is recorded in the [`OffsetTracker`] before it is handed out,
-//! and acknowledged by the event's [`Ack`] once its execution is durable (or at once, for a
-//! record filtered out or skipped). Every [`COMMIT_INTERVAL`] the pump commits, per partition,
-//! the committable offset when it moved (asynchronously); a revoked partition is committed
-//! synchronously in the rebalance callback (which runs inside the pump's poll) and forgotten;
-//! `close()` commits synchronously. While the brokers are unreachable nothing is committed (a
+//! and acknowledged by the event's [`Ack`] once its execution is recorded (or at once, for a
+//! record filtered out or skipped); a released event stays pending. Every
+//! [`COMMIT_INTERVAL`] the consumer commits, per partition, the committable offset when it
+//! moved (asynchronously); a revoked partition is committed synchronously in the rebalance
+//! callback (which runs inside the poll) and forgotten; stopping commits synchronously. While the brokers are unreachable nothing is committed (a
 //! commit would only wait, and hold up closing the consumer): those records are read again,
 //! and their dedup keys prevent duplicate executions. librdkafka never commits by itself.
 //!
 //! Health: client errors (brokers down, refused connections) that last [`TROUBLE_GRACE`]
-//! with no record in between are confirmed with a metadata request; if it fails too, `next()`
+//! with no record in between are confirmed with a metadata request; if it fails too, `run`
 //! returns [`SourceError::Transient`] and the runtime reconnects with backoff. A fatal
 //! librdkafka error, or a configuration it rejects, is [`SourceError::Fatal`].
 
@@ -42,9 +40,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use swoop_core::realtime::{
+    Ack, Backlog, Event, Outcome, RealtimeSource, SourceContext, SourceError, Stopped,
+};
 
 use super::config::{KafkaTriggerConfig, OnSerdeError, Subscription, config_error};
 use super::offsets::{OffsetTracker, TopicPartition};
@@ -52,8 +50,6 @@ use super::serde::{Deserializer, base64, headers_json, headers_match, text_or_ba
 
 /// How often acknowledged offsets are committed (at most).
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
-/// Events decoded ahead of the runtime.
-pub const CHANNEL_CAPACITY: usize = 32;
 
 /// How long a revoke waits for the executions of records already handed to the runtime.
 pub const REVOKE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,19 +59,17 @@ fn can_block_here() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
-/// While the channel stays full this long, the pump pauses the assigned partitions and goes
+/// While an event waits this long for a slot, the consumer pauses the assigned partitions and goes
 /// back to polling, to serve rebalances and stay in the group (librdkafka resumes a paused
 /// partition only at its broker thread's next wake-up, up to a second later: pausing is for
 /// long stalls only).
 pub const PAUSE_AFTER: Duration = Duration::from_secs(5);
-/// Paused partitions resume once this many channel slots are free.
-const RESUME_AT: usize = CHANNEL_CAPACITY / 2;
-/// How long client errors (brokers down, connections failing) may last before `next()`
+/// How long client errors (brokers down, connections failing) may last before `run`
 /// reports the source as unavailable — after a metadata request confirms it.
 pub const TROUBLE_GRACE: Duration = Duration::from_secs(5);
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the pump waits for its own shutdown when the connection closes.
+/// How long closing the consumer may wait for its last commit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The dead-letter producer's delivery timeout, unless `message.timeout.ms` is set: bounded
 /// well below `max.poll.interval.ms`, since the pump waits for each delivery.
@@ -96,7 +90,7 @@ impl KafkaSource {
         }
     }
 
-    /// How long the channel may stay full before the partitions are paused (for tests).
+    /// How long an event may wait for a slot before the partitions are paused (for tests).
     #[doc(hidden)]
     pub fn with_pause_after(mut self, pause_after: Duration) -> Self {
         self.pause_after = pause_after;
@@ -110,10 +104,8 @@ impl KafkaSource {
 
 #[async_trait]
 impl RealtimeSource for KafkaSource {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        let consumer_name = ctx.consumer_name();
         let config = self.config.clone();
         for warning in &config.warnings {
             tracing::warn!(consumer = consumer_name, group_id = %config.group_id, "kafka trigger: {warning}");
@@ -179,19 +171,15 @@ impl RealtimeSource for KafkaSource {
             _ => None,
         };
 
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let pump = Pump {
+        let mut pump = Pump {
             consumer: Some(consumer.clone()),
             shared: shared.clone(),
             config: config.clone(),
-            tx,
             ready: VecDeque::new(),
             paused: false,
             pause_after: self.pause_after,
             dlq,
         };
-        let handle = tokio::spawn(pump.run(stop_rx));
         tracing::info!(
             consumer = consumer_name,
             group_id = %config.group_id,
@@ -199,13 +187,25 @@ impl RealtimeSource for KafkaSource {
             subscription = %config.subscription.describe(),
             "kafka trigger subscribed"
         );
-        Ok(Box::new(KafkaConnection {
-            rx,
-            consumer: Some(consumer),
-            shared,
-            pump: Some(handle),
-            stop: Some(stop_tx),
-        }))
+        ctx.connected();
+        ctx.watch_backlog(Arc::new(KafkaBacklog {
+            consumer: consumer.clone(),
+            shared: shared.clone(),
+            topics: match &config.subscription {
+                Subscription::Topics(topics) => topics.clone(),
+                Subscription::Pattern(_) => Vec::new(),
+            },
+        }));
+        let result = pump.run(&ctx).await;
+        drop(pump);
+        // Events not emitted were never recorded: their offsets stay pending, so nothing past
+        // them is committed.
+        let closing = shared.clone();
+        let done = tokio::task::spawn_blocking(move || final_commit(&closing, consumer));
+        if tokio::time::timeout(STOP_TIMEOUT, done).await.is_err() {
+            tracing::warn!(group_id = %shared.group_id, consumer = %shared.consumer_name, "kafka: the consumer is still closing (waiting for the brokers); going on without it");
+        }
+        result
     }
 }
 
@@ -386,8 +386,8 @@ impl ConsumerContext for KafkaContext {
             }
             // Records already handed to the runtime are about to be durable: wait (bounded)
             // for their acknowledgements, so the commit below covers them and the partition's
-            // next owner does not read them again. Records not handed over yet are dropped by
-            // `next()`; the commit stays below them, so the next owner reads them.
+            // next owner does not read them again. Records not handed over yet are dropped before
+            // they are emitted; the commit stays below them, so the next owner reads them.
             let partitions: Vec<(String, i32)> = revoked
                 .elements()
                 .iter()
@@ -655,8 +655,8 @@ pub fn decode_record(
     }
 }
 
-/// An event on its way to the runtime, with where it comes from: `next()` hands it over only
-/// if its partition is still assigned to this consumer (see [`OffsetTracker::deliver`]).
+/// An event on its way to the runtime, with where it comes from: it is emitted only if its
+/// partition is still assigned to this consumer (see [`OffsetTracker::deliver`]).
 struct Handout {
     event: Event,
     topic: String,
@@ -665,14 +665,16 @@ struct Handout {
     epoch: u64,
 }
 
-/// The background task that polls the consumer (see the module documentation).
+/// The emit in progress: it resolves when the runtime has taken the event (a slot was free).
+type Emitting = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Stopped>> + Send>>;
+
+/// The consumer's polling loop (see the module documentation).
 struct Pump {
     consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
     shared: Arc<Shared>,
     config: Arc<KafkaTriggerConfig>,
-    tx: mpsc::Sender<Result<Handout, SourceError>>,
-    /// Decoded events the channel had no room for: one, while the pump waits for room; a few
-    /// more only from partitions assigned while the others are paused (each is paused too).
+    /// Decoded events waiting for the one being emitted: only from partitions assigned while
+    /// the others are paused (each is paused too).
     ready: VecDeque<Handout>,
     paused: bool,
     pause_after: Duration,
@@ -683,9 +685,7 @@ enum Step {
     Stop,
     Tick,
     Pause,
-    Resume,
-    Sent,
-    Closed,
+    Emitted(Result<(), Stopped>),
     Message(KafkaResult<Record>),
 }
 
@@ -701,70 +701,46 @@ impl Drop for Pump {
 }
 
 impl Pump {
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+    /// Polls and emits until the context stops (Ok) or the source fails (Err).
+    async fn run(&mut self, ctx: &SourceContext) -> Result<(), SourceError> {
         let Some(consumer) = self.consumer.clone() else {
-            return;
+            return Ok(());
         };
-        let tx = self.tx.clone();
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_health_check = Instant::now();
-        // Since when an event waits for room in the channel.
-        let mut stalled_since: Option<tokio::time::Instant> = None;
+        let mut emitting: Option<Emitting> = None;
+        // Since when the event being emitted waits for a slot.
+        let mut waiting_since = tokio::time::Instant::now();
         loop {
-            // Hand out what is ready, as far as the channel has room.
-            while let Some(event) = self.ready.pop_front() {
-                match tx.try_send(Ok(event)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(item)) => {
-                        if let Ok(event) = item {
-                            self.ready.push_front(event);
-                        }
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+            if emitting.is_none() {
+                emitting = self.next_emit(ctx);
+                waiting_since = tokio::time::Instant::now();
+                if emitting.is_none() && self.paused {
+                    self.resume_all(&consumer);
                 }
             }
-            if self.ready.is_empty() {
-                stalled_since = None;
-            } else if stalled_since.is_none() {
-                stalled_since = Some(tokio::time::Instant::now());
-            }
-            let pause_at =
-                stalled_since.unwrap_or_else(tokio::time::Instant::now) + self.pause_after;
+            let pause_at = waiting_since + self.pause_after;
             let step = tokio::select! {
                 biased;
-                _ = &mut stop => Step::Stop,
+                _ = ctx.stopped() => Step::Stop,
                 _ = tick.tick() => Step::Tick,
-                permit = tx.reserve(), if !self.ready.is_empty() => match permit {
-                    Ok(permit) => {
-                        if let Some(event) = self.ready.pop_front() {
-                            permit.send(Ok(event));
-                        }
-                        Step::Sent
-                    }
-                    Err(_) => Step::Closed,
-                },
-                _ = tokio::time::sleep_until(pause_at), if !self.ready.is_empty() && !self.paused => Step::Pause,
-                permits = tx.reserve_many(RESUME_AT), if self.paused && self.ready.is_empty() => match permits {
-                    Ok(_) => Step::Resume,
-                    Err(_) => Step::Closed,
-                },
-                // While an event waits for room (and the partitions are not paused yet),
+                r = async { emitting.as_mut().expect("guarded by the condition").await }, if emitting.is_some() => Step::Emitted(r),
+                _ = tokio::time::sleep_until(pause_at), if emitting.is_some() && !self.paused => Step::Pause,
+                // While an event waits for a slot (and the partitions are not paused yet),
                 // records stay in librdkafka's bounded prefetch queue.
-                message = consumer.recv(), if self.ready.is_empty() || self.paused => {
+                message = consumer.recv(), if emitting.is_none() || self.paused => {
                     Step::Message(message.map(|m| Record::from_message(&m)))
                 }
             };
             let outcome = match step {
-                Step::Stop | Step::Closed => return,
-                Step::Sent => Ok(()),
-                Step::Pause => {
-                    self.pause_all(&consumer);
+                Step::Stop | Step::Emitted(Err(Stopped)) => return Ok(()),
+                Step::Emitted(Ok(())) => {
+                    emitting = None;
                     Ok(())
                 }
-                Step::Resume => {
-                    self.resume_all(&consumer);
+                Step::Pause => {
+                    self.pause_all(&consumer);
                     Ok(())
                 }
                 Step::Tick => {
@@ -784,16 +760,29 @@ impl Pump {
             };
             if let Err(e) = outcome {
                 tracing::warn!(group_id = %self.config.group_id, consumer = %self.shared.consumer_name, error = %e, "kafka trigger: stopping the consumer");
-                // Events not handed out are dropped: their offsets stay uncommitted, so the
-                // next connection reads them again.
-                self.ready.clear();
-                tokio::select! {
-                    _ = &mut stop => {}
-                    _ = tx.send(Err(e)) => {}
-                }
-                return;
+                // Events not emitted are dropped: their offsets stay uncommitted, so the next
+                // connection reads them again.
+                return Err(e);
             }
         }
+    }
+
+    /// Starts emitting the next ready event whose partition is still assigned.
+    fn next_emit(&mut self, ctx: &SourceContext) -> Option<Emitting> {
+        while let Some(h) = self.ready.pop_front() {
+            // A record of a partition revoked meanwhile is dropped here: the partition's new
+            // owner reads it again from the committed offset, which stayed below it.
+            if self
+                .shared
+                .tracker()
+                .deliver(&h.topic, h.partition, h.offset, h.epoch)
+            {
+                let ctx = ctx.clone();
+                return Some(Box::pin(async move { ctx.emit(h.event).await }));
+            }
+            tracing::debug!(group_id = %self.shared.group_id, topic = %h.topic, partition = h.partition, offset = h.offset, "kafka: record of a revoked partition dropped before delivery");
+        }
+        None
     }
 
     fn pause_all(&mut self, consumer: &StreamConsumer<KafkaContext>) {
@@ -974,7 +963,12 @@ impl Pump {
         let shared = self.shared.clone();
         let topic = record.topic.clone();
         let (partition, offset) = (record.partition, record.offset);
-        Ack::new(move || {
+        Ack::new(move |outcome| {
+            if !outcome.is_recorded() {
+                // Released: the offset stays pending, nothing past it is committed, and the
+                // next connection reads it again.
+                return;
+            }
             let acked = shared.tracker().ack(&topic, partition, offset, epoch);
             if acked {
                 // A revoke may be waiting for this partition's delivered records.
@@ -997,7 +991,7 @@ impl Pump {
         let ack = self.ack_for(&record, epoch);
         if !headers_match(&self.config.header_filters, &record.headers) {
             tracing::trace!(group_id = %self.config.group_id, record = %record.coordinates(), "kafka: record filtered out by its headers");
-            ack.ack();
+            ack.settle(Outcome::Created);
             return Ok(());
         }
         let decoded = decode_record(
@@ -1012,12 +1006,12 @@ impl Pump {
                 }
                 OnSerdeError::Skip => {
                     tracing::warn!(group_id = %self.config.group_id, topic = %record.topic, partition = record.partition, offset = record.offset, "kafka: {error}; record skipped (onSerdeError: SKIPPED)");
-                    ack.ack();
+                    ack.settle(Outcome::Created);
                     return Ok(());
                 }
                 OnSerdeError::Dlq { .. } => {
                     self.dead_letter(&record, error).await?;
-                    ack.ack();
+                    ack.settle(Outcome::Created);
                     return Ok(());
                 }
             }
@@ -1091,98 +1085,95 @@ impl Pump {
     }
 }
 
-/// A live consumer (see the module documentation).
-pub struct KafkaConnection {
-    rx: mpsc::Receiver<Result<Handout, SourceError>>,
-    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
+/// The watchdog's probe: how many records of the subscribed topics the group has not
+/// consumed, over **every** partition (assigned to this member or to none: a consumer that
+/// was assigned nothing after a crash shows its whole lag), as the brokers' high watermarks
+/// less the group's committed offsets. For a `topicPattern`, the partitions assigned here.
+struct KafkaBacklog {
+    consumer: Arc<StreamConsumer<KafkaContext>>,
     shared: Arc<Shared>,
-    pump: Option<JoinHandle<()>>,
-    stop: Option<oneshot::Sender<()>>,
+    topics: Vec<String>,
 }
 
 #[async_trait]
-impl RealtimeConnection for KafkaConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        loop {
-            match self.rx.recv().await {
-                Some(Ok(h)) => {
-                    // A record of a partition revoked meanwhile is dropped here: the partition's
-                    // new owner reads it again from the committed offset, which stayed below it.
-                    if self
-                        .shared
-                        .tracker()
-                        .deliver(&h.topic, h.partition, h.offset, h.epoch)
-                    {
-                        return Ok(h.event);
-                    }
-                    tracing::debug!(group_id = %self.shared.group_id, topic = %h.topic, partition = h.partition, offset = h.offset, "kafka: record of a revoked partition dropped before delivery");
-                }
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(SourceError::Transient(format!(
-                        "kafka (groupId `{}`): the consumer stopped",
-                        self.shared.group_id
-                    )));
-                }
+impl Backlog for KafkaBacklog {
+    async fn backlog(&self) -> Option<u64> {
+        let consumer = self.consumer.clone();
+        let topics = self.topics.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            if topics.is_empty() {
+                assigned_backlog(&consumer, &shared)
+            } else {
+                group_backlog(&consumer, &topics)
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// High watermarks less the group's committed offsets (the low watermark where nothing is
+/// committed), over every partition of `topics`. Asks the brokers (bounded by
+/// [`PROBE_TIMEOUT`] per request); `None` when they do not answer.
+fn group_backlog(consumer: &StreamConsumer<KafkaContext>, topics: &[String]) -> Option<u64> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), PROBE_TIMEOUT).ok()?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
             }
         }
     }
-
-    /// Per assigned partition: the high watermark librdkafka last saw (or the last stable
-    /// offset, under `read_committed`, as in the statistics) less the consumer's position,
-    /// plus the events decoded and not taken yet. Nothing is asked of the brokers.
-    async fn backlog(&mut self) -> Option<u64> {
-        let consumer = self.consumer.as_ref()?;
-        let assignment = consumer.assignment().ok()?;
-        let positions = consumer.position().ok()?;
-        let lags = self
-            .shared
-            .lags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut total: u64 = 0;
-        let mut known = false;
-        for e in assignment.elements() {
-            let (topic, partition) = (e.topic(), e.partition());
-            let position = match positions
-                .find_partition(topic, partition)
-                .map(|p| p.offset())
-            {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
-            let waiting = match (position, cached_high_watermark(consumer, topic, partition)) {
-                (Some(position), Some(high)) => Some((high - position).max(0)),
-                _ => lags.get(&(topic.to_string(), partition)).copied(),
-            };
-            if let Some(w) = waiting {
-                total += u64::try_from(w).unwrap_or(0);
-                known = true;
-            }
-        }
-        known.then(|| total + self.rx.len() as u64)
+    let committed = consumer.committed_offsets(tpl, PROBE_TIMEOUT).ok()?;
+    let mut total = 0u64;
+    for e in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), PROBE_TIMEOUT)
+            .ok()?;
+        let from = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        total += u64::try_from(high - from).unwrap_or(0);
     }
+    Some(total)
+}
 
-    async fn close(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut pump) = self.pump.take()
-            && tokio::time::timeout(STOP_TIMEOUT, &mut pump).await.is_err()
+/// Per assigned partition: the high watermark librdkafka last saw (or the last stable offset,
+/// under `read_committed`, as in the statistics) less the consumer's position. Nothing is
+/// asked of the brokers.
+fn assigned_backlog(consumer: &StreamConsumer<KafkaContext>, shared: &Shared) -> Option<u64> {
+    let assignment = consumer.assignment().ok()?;
+    let positions = consumer.position().ok()?;
+    let lags = shared
+        .lags
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut total: u64 = 0;
+    let mut known = false;
+    for e in assignment.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let position = match positions
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
         {
-            pump.abort();
-        }
-        // Events still in the channel were never handed out: their offsets stay pending, so
-        // nothing past them is committed.
-        if let Some(consumer) = self.consumer.take() {
-            let shared = self.shared.clone();
-            let done = tokio::task::spawn_blocking(move || final_commit(&shared, consumer));
-            if tokio::time::timeout(STOP_TIMEOUT, done).await.is_err() {
-                tracing::warn!(group_id = %self.shared.group_id, consumer = %self.shared.consumer_name, "kafka: the consumer is still closing (waiting for the brokers); going on without it");
-            }
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let waiting = match (position, cached_high_watermark(consumer, topic, partition)) {
+            (Some(position), Some(high)) => Some((high - position).max(0)),
+            _ => lags.get(&(topic.to_string(), partition)).copied(),
+        };
+        if let Some(w) = waiting {
+            total += u64::try_from(w).unwrap_or(0);
+            known = true;
         }
     }
+    known.then_some(total)
 }
 
 /// The partition's high watermark as librdkafka last saw it in a fetch response (no request).
@@ -1227,23 +1218,6 @@ fn final_commit(shared: &Shared, consumer: Arc<StreamConsumer<KafkaContext>>) {
         }
     }
     drop(consumer);
-}
-
-impl Drop for KafkaConnection {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(consumer) = self.consumer.take() {
-            let shared = self.shared.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(move || final_commit(&shared, consumer));
-                }
-                Err(_) => final_commit(&shared, consumer),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ use rumqttc::{
     Publish, QoS, SubscribeFilter, SubscribeReasonCode,
 };
 use serde_json::{Map, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
+
+use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -80,10 +82,13 @@ fn credentials(c: &MqttTriggerConfig) -> Result<Option<(String, String)>, Source
 
 #[async_trait]
 impl RealtimeSource for MqttSource {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+    }
+}
+
+impl MqttSource {
+    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let client_id = self.config.client_id_for(consumer_name);
         let connection = match self.config.version {
             MqttVersion::V3 => v3::connect(&self.config, client_id).await?,
@@ -141,7 +146,7 @@ fn event(
         Ack::none()
     } else {
         let tx = ack_tx.clone();
-        Ack::new(move || {
+        Ack::on_recorded(move || {
             let _ = tx.send(Request::Ack { pkid, qos });
         })
     };
@@ -593,7 +598,7 @@ pub struct MqttConnection {
 }
 
 #[async_trait]
-impl RealtimeConnection for MqttConnection {
+impl PullConnection for MqttConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
         match self.rx.recv().await {
             Some(result) => result,
@@ -656,7 +661,7 @@ mod tests {
         assert_eq!(e.dedup_key, None);
         assert_eq!(e.partition.as_deref(), Some("sensors/a"));
         assert!(e.decode_error.is_none());
-        e.ack.ack();
+        e.ack.settle(swoop_core::realtime::Outcome::Created);
         assert!(matches!(
             ack_rx.try_recv(),
             Ok(Request::Ack {
@@ -673,7 +678,7 @@ mod tests {
         );
         assert_eq!(e.variables["payload"], json!("not json"));
         assert!(e.decode_error.is_some());
-        e.ack.ack();
+        e.ack.settle(swoop_core::realtime::Outcome::Created);
         assert!(ack_rx.try_recv().is_err(), "QoS 0 needs no ack");
     }
 

@@ -21,7 +21,9 @@ use async_nats::{Client, ConnectOptions, Subject};
 use async_trait::async_trait;
 use futures::Stream;
 use serde_json::{Map, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
+
+use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -171,10 +173,13 @@ fn is_not_found(e: &jetstream::context::ConsumerInfoError) -> bool {
 
 #[async_trait]
 impl RealtimeSource for NatsSource {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+    }
+}
+
+impl NatsSource {
+    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let url = self.config.display_url();
         let (client, consumer) = tokio::time::timeout(
             CONNECTION_TIMEOUT + SETUP_TIMEOUT,
@@ -336,7 +341,7 @@ pub(crate) fn event(
         key: None,
         partition: Some(subject),
         decode_error,
-        ack: Ack::new(move || {
+        ack: Ack::on_recorded(move || {
             if let Some(reply) = reply {
                 // If the ack task is gone, the server redelivers after the ack wait.
                 let _ = ack_tx.send(reply);
@@ -356,7 +361,7 @@ pub struct NatsConnection {
 }
 
 #[async_trait]
-impl RealtimeConnection for NatsConnection {
+impl PullConnection for NatsConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
         match self.rx.recv().await {
             Some(Ok(message)) => Ok(event(message, self.serde_type, &self.ack_tx)),

@@ -28,7 +28,9 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Subscriber, SubscriptionAdmin};
 use google_cloud_pubsub::model::Message;
 use serde_json::{Map, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
+
+use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -218,10 +220,13 @@ async fn ensure_subscription(
 
 #[async_trait]
 impl RealtimeSource for PubSubSource {
-    async fn connect(
-        &self,
-        _consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+    }
+}
+
+impl PubSubSource {
+    async fn connect(&self, _consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let target = self.target()?;
         let subscription = target.subscription.clone();
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -288,7 +293,7 @@ async fn pump(
             next = stream.next() => match next {
                 Some(Ok((message, handler))) => {
                     // Dropped unacknowledged, the handler nacks: Pub/Sub delivers the message again.
-                    let ack = Ack::new(move || handler.ack());
+                    let ack = Ack::on_recorded(move || handler.ack());
                     if tx.send(Ok(event(serde_type, message, ack))).await.is_err() {
                         return;
                     }
@@ -370,7 +375,7 @@ pub struct PubSubConnection {
 }
 
 #[async_trait]
-impl RealtimeConnection for PubSubConnection {
+impl PullConnection for PubSubConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
         match self.events.recv().await {
             Some(result) => result,

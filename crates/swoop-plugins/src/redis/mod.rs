@@ -19,7 +19,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{RedisTriggerConfig, SerdeType};
-pub use source::{RedisConnection, RedisSource};
+pub use source::RedisSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.redis.list.RealtimeTrigger";

@@ -12,12 +12,12 @@
 //! execution was stored but not yet acknowledged makes a second execution. Duplicates are
 //! possible, losses are not (at least once).
 //!
-//! A background task (the pump) owns the reading connection: it waits with `BLMOVE` (a short
-//! block timeout, in a loop), then takes up to [`BATCH`] more with one pipeline of
-//! non-blocking `LMOVE`s, and hands them to the connection through a bounded channel
-//! ([`CHANNEL_CAPACITY`]); `next()` only receives from that channel, so it is cancel-safe, and
-//! memory stays flat. Acknowledgements go through an unbounded channel to another task, which
-//! removes them in pipelines on its own connection (an ack is a sync closure).
+//! `run` reads on its own connection: it waits with `BLMOVE` (a short block timeout, in a
+//! loop), then takes up to [`BATCH`] more with one pipeline of non-blocking `LMOVE`s, and emits
+//! them one by one (waiting for an in-flight slot: what was moved and is not emitted yet is at
+//! most one batch). Acknowledgements go to another task ([`Settler`]), which removes them in
+//! pipelines on its own connection. A released event (the trigger stopped before recording it)
+//! stays in the processing list and is handed out again on the next run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,9 +27,10 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError};
 use async_trait::async_trait;
 use serde_json::Map;
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Event, RealtimeSource, SourceContext, SourceError};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use crate::realtime::{Settled, Settler, unless_stopped};
 
 use super::config::{RedisTriggerConfig, SerdeType};
 
@@ -37,8 +38,6 @@ use super::config::{RedisTriggerConfig, SerdeType};
 pub const BLOCK_TIMEOUT_SECS: f64 = 1.0;
 /// Elements moved per round trip at most (one `BLMOVE`, then a pipeline of `LMOVE`s).
 pub const BATCH: usize = 64;
-/// Elements moved ahead of the runtime.
-pub const CHANNEL_CAPACITY: usize = 64;
 /// Acknowledgements removed per pipeline at most.
 const ACK_BATCH: usize = 256;
 /// How many times a batch of acknowledgements is tried before it is left to the next
@@ -135,13 +134,10 @@ fn source_error(url: &str, what: &str, e: &RedisError) -> SourceError {
 
 #[async_trait]
 impl RealtimeSource for RedisSource {
-    async fn connect(
-        &self,
-        consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
         let url = self.config.display_url();
         let key = self.config.key.clone();
-        let processing = self.config.processing_key(consumer_name);
+        let processing = self.config.processing_key(ctx.consumer_name());
         let in_flight = self.in_flight(&processing);
 
         let reader_timeout = Duration::from_secs_f64(BLOCK_TIMEOUT_SECS) + RESPONSE_GRACE;
@@ -155,149 +151,203 @@ impl RealtimeSource for RedisSource {
             .get_multiplexed_async_connection_with_config(&connection_config(RESPONSE_GRACE))
             .await
             .map_err(|e| source_error(&url, "cannot connect", &e))?;
+        let recovered = recover(&mut reader, &url, &key, &processing, &in_flight).await?;
+        ctx.connected();
+        let backlog = (acker.clone(), key.clone());
+        ctx.watch_backlog(crate::realtime::backlog_probe(move || {
+            let (mut conn, key) = backlog.clone();
+            async move {
+                ::redis::cmd("LLEN")
+                    .arg(&key)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .ok()
+            }
+        }));
 
-        // Recovery: what is in the processing list and not in flight here is handed out
-        // again (the snapshot is taken first: an element acknowledged meanwhile is then
-        // skipped rather than handed out twice).
-        let mut skip = in_flight.snapshot();
-        let left: Vec<Vec<u8>> = ::redis::cmd("LRANGE")
-            .arg(&processing)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut reader)
-            .await
-            .map_err(|e| source_error(&url, "cannot read the processing list", &e))?;
-        let recovered: Vec<Vec<u8>> = left
-            .into_iter()
-            .filter(|element| match skip.get_mut(element) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    false
-                }
-                _ => true,
-            })
-            .collect();
-        if !recovered.is_empty() {
-            tracing::info!(
-                key = %key,
-                processing = %processing,
-                count = recovered.len(),
-                "redis trigger: handing out again the elements whose executions were not acknowledged"
-            );
-        }
-
-        let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let pump = tokio::spawn(pump(
-            reader,
-            url.clone(),
-            key.clone(),
-            processing.clone(),
-            recovered,
-            events_tx,
-        ));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        tokio::spawn(ack_loop(
+        let (settler, settlements) = crate::realtime::settlements();
+        let acks = tokio::spawn(ack_loop(
             self.client.clone(),
-            acker.clone(),
+            acker,
             url.clone(),
             processing.clone(),
-            ack_rx,
+            settlements,
         ));
-        Ok(Box::new(RedisConnection {
-            events: events_rx,
-            pump,
-            ack_tx,
-            in_flight,
+        let reading = Reading {
             serde_type: self.config.serde_type,
-            key,
-            backlog_conn: acker,
-        }))
+            in_flight,
+            settler,
+        };
+        let result = reading
+            .run(&ctx, &mut reader, &url, &key, &processing, recovered)
+            .await;
+        // The last acknowledgements; an element moved and not emitted stays in the processing
+        // list, and is handed out on the next run.
+        drop(reading);
+        if result.is_ok() && !crate::realtime::settle_until_done(acks).await {
+            tracing::warn!(url = %url, processing = %processing, "redis trigger: events not settled in time; their elements will be handed out again");
+        }
+        result
     }
 }
 
-/// Moves elements into the processing list and hands them out, recovered ones first.
-async fn pump(
-    mut conn: MultiplexedConnection,
-    url: String,
-    key: String,
-    processing: String,
-    recovered: Vec<Vec<u8>>,
-    tx: mpsc::Sender<Result<Vec<u8>, SourceError>>,
-) {
-    for element in recovered {
-        if tx.send(Ok(element)).await.is_err() {
-            return;
-        }
-    }
-    let mut more = ::redis::pipe();
-    for _ in 0..BATCH - 1 {
-        more.cmd("LMOVE")
-            .arg(&key)
-            .arg(&processing)
-            .arg("LEFT")
-            .arg("RIGHT");
-    }
-    loop {
-        let first: Result<Option<Vec<u8>>, RedisError> = ::redis::cmd("BLMOVE")
-            .arg(&key)
-            .arg(&processing)
-            .arg("LEFT")
-            .arg("RIGHT")
-            .arg(BLOCK_TIMEOUT_SECS)
-            .query_async(&mut conn)
-            .await;
-        let first = match first {
-            Ok(Some(element)) => element,
-            Ok(None) => continue,
-            Err(e) => {
-                let _ = tx.send(Err(source_error(&url, "BLMOVE failed", &e))).await;
-                return;
+/// What the processing list holds and this process does not have in flight: a crash, a lost
+/// connection or a stop left it there; it is handed out again (the snapshot is taken first: an
+/// element acknowledged meanwhile is then skipped rather than handed out twice).
+async fn recover(
+    reader: &mut MultiplexedConnection,
+    url: &str,
+    key: &str,
+    processing: &str,
+    in_flight: &InFlight,
+) -> Result<Vec<Vec<u8>>, SourceError> {
+    let mut skip = in_flight.snapshot();
+    let left: Vec<Vec<u8>> = ::redis::cmd("LRANGE")
+        .arg(processing)
+        .arg(0)
+        .arg(-1)
+        .query_async(reader)
+        .await
+        .map_err(|e| source_error(url, "cannot read the processing list", &e))?;
+    let recovered: Vec<Vec<u8>> = left
+        .into_iter()
+        .filter(|element| match skip.get_mut(element) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
             }
-        };
-        if tx.send(Ok(first)).await.is_err() {
-            return;
+            _ => true,
+        })
+        .collect();
+    if !recovered.is_empty() {
+        tracing::info!(
+            key = %key,
+            processing = %processing,
+            count = recovered.len(),
+            "redis trigger: handing out again the elements whose executions were not acknowledged"
+        );
+    }
+    Ok(recovered)
+}
+
+/// How one run turns elements into events.
+struct Reading {
+    serde_type: SerdeType,
+    in_flight: Arc<InFlight>,
+    settler: Settler<InFlightGuard>,
+}
+
+impl Reading {
+    /// Emits the recovered elements, then moves and emits new ones until the trigger stops
+    /// (Ok) or Redis fails (Err).
+    async fn run(
+        &self,
+        ctx: &SourceContext,
+        conn: &mut MultiplexedConnection,
+        url: &str,
+        key: &str,
+        processing: &str,
+        recovered: Vec<Vec<u8>>,
+    ) -> Result<(), SourceError> {
+        for element in recovered {
+            if ctx.emit(self.event(element)).await.is_err() {
+                return Ok(());
+            }
         }
-        // More may be waiting: take them in one round trip.
-        let batch: Result<Vec<Option<Vec<u8>>>, RedisError> = more.query_async(&mut conn).await;
-        match batch {
-            Ok(elements) => {
-                for element in elements.into_iter().flatten() {
-                    if tx.send(Ok(element)).await.is_err() {
-                        return;
-                    }
+        let mut more = ::redis::pipe();
+        for _ in 0..BATCH - 1 {
+            more.cmd("LMOVE")
+                .arg(key)
+                .arg(processing)
+                .arg("LEFT")
+                .arg("RIGHT");
+        }
+        loop {
+            // Stopping during a BLMOVE: an element it moved stays in the processing list.
+            let first: Result<Option<Vec<u8>>, RedisError> = match unless_stopped(
+                ctx,
+                ::redis::cmd("BLMOVE")
+                    .arg(key)
+                    .arg(processing)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .arg(BLOCK_TIMEOUT_SECS)
+                    .query_async(conn),
+            )
+            .await
+            {
+                Some(first) => first,
+                None => return Ok(()),
+            };
+            let first = match first {
+                Ok(Some(element)) => element,
+                Ok(None) => continue,
+                Err(e) => return Err(source_error(url, "BLMOVE failed", &e)),
+            };
+            if ctx.emit(self.event(first)).await.is_err() {
+                return Ok(());
+            }
+            // More may be waiting: take them in one round trip.
+            let batch: Vec<Option<Vec<u8>>> = more
+                .query_async(conn)
+                .await
+                .map_err(|e| source_error(url, "LMOVE failed", &e))?;
+            for element in batch.into_iter().flatten() {
+                if ctx.emit(self.event(element)).await.is_err() {
+                    return Ok(());
                 }
             }
-            Err(e) => {
-                let _ = tx.send(Err(source_error(&url, "LMOVE failed", &e))).await;
-                return;
-            }
+        }
+    }
+
+    fn event(&self, element: Vec<u8>) -> Event {
+        let (value, decode_error) = self.serde_type.decode(&element, "the element");
+        let mut variables = Map::new();
+        variables.insert("value".into(), value);
+        self.in_flight.add(&element);
+        let guard = InFlightGuard {
+            in_flight: self.in_flight.clone(),
+            element,
+        };
+        Event {
+            variables,
+            dedup_key: None,
+            key: None,
+            partition: None,
+            decode_error,
+            // Released, or the ack task gone: the guard is dropped, and the element is handed
+            // out again on the next run.
+            ack: self.settler.ack(guard),
         }
     }
 }
 
-/// An acknowledged element, removed from the processing list.
-struct AckItem {
-    guard: InFlightGuard,
-}
-
-/// Removes acknowledged elements from the processing list, in pipelines, until every ack of
-/// the connection is done or dropped.
+/// Removes acknowledged elements from the processing list, in pipelines, until every event of
+/// the run is settled (a released one stays there).
 async fn ack_loop(
     client: Client,
     conn: MultiplexedConnection,
     url: String,
     processing: String,
-    mut rx: mpsc::UnboundedReceiver<AckItem>,
+    mut rx: mpsc::UnboundedReceiver<Settled<InFlightGuard>>,
 ) {
     let mut conn = Some(conn);
+    let mut settled = Vec::with_capacity(ACK_BATCH);
     let mut batch = Vec::with_capacity(ACK_BATCH);
-    while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+    while rx.recv_many(&mut settled, ACK_BATCH).await > 0 {
+        batch.extend(settled.drain(..).filter_map(|s| match s {
+            Settled::Ack(guard) => Some(guard),
+            Settled::Nack(_) => None,
+        }));
+        if batch.is_empty() {
+            continue;
+        }
         let mut pipe = ::redis::pipe();
-        for item in &batch {
+        for guard in &batch {
             pipe.cmd("LREM")
                 .arg(&processing)
                 .arg(1)
-                .arg(&item.guard.element)
+                .arg(&guard.element)
                 .ignore();
         }
         let mut attempt = 0;
@@ -332,73 +382,6 @@ async fn ack_loop(
     }
 }
 
-/// A live Redis list trigger.
-pub struct RedisConnection {
-    events: mpsc::Receiver<Result<Vec<u8>, SourceError>>,
-    pump: JoinHandle<()>,
-    ack_tx: mpsc::UnboundedSender<AckItem>,
-    in_flight: Arc<InFlight>,
-    serde_type: SerdeType,
-    key: String,
-    backlog_conn: MultiplexedConnection,
-}
-
-impl RedisConnection {
-    fn event(&self, element: Vec<u8>) -> Event {
-        let (value, decode_error) = self.serde_type.decode(&element, "the element");
-        let mut variables = Map::new();
-        variables.insert("value".into(), value);
-        self.in_flight.add(&element);
-        let guard = InFlightGuard {
-            in_flight: self.in_flight.clone(),
-            element,
-        };
-        let ack_tx = self.ack_tx.clone();
-        Event {
-            variables,
-            dedup_key: None,
-            key: None,
-            partition: None,
-            decode_error,
-            ack: Ack::new(move || {
-                // If the ack task is gone the guard is dropped here, and the element is
-                // handed out again on the next connect.
-                let _ = ack_tx.send(AckItem { guard });
-            }),
-        }
-    }
-}
-
-#[async_trait]
-impl RealtimeConnection for RedisConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.events.recv().await {
-            Some(Ok(element)) => Ok(self.event(element)),
-            Some(Err(e)) => Err(e),
-            None => Err(SourceError::Transient(
-                "the Redis reader stopped; reconnecting".into(),
-            )),
-        }
-    }
-
-    async fn backlog(&mut self) -> Option<u64> {
-        let waiting: u64 = ::redis::cmd("LLEN")
-            .arg(&self.key)
-            .query_async(&mut self.backlog_conn)
-            .await
-            .ok()?;
-        Some(waiting + self.events.len() as u64)
-    }
-}
-
-impl Drop for RedisConnection {
-    fn drop(&mut self) {
-        // An element the pump moved but did not hand out stays in the processing list, and
-        // is handed out on the next connect.
-        self.pump.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,9 +410,15 @@ mod tests {
                 .unwrap();
         }
         let started = std::time::Instant::now();
-        let mut connection = source.connect("bench").await.unwrap();
+        let (ctx, mut events, stop) = SourceContext::channel("bench", 1024);
+        let run = tokio::spawn(async move { source.run(ctx).await });
         for _ in 0..N {
-            connection.next().await.unwrap().ack.ack();
+            events
+                .recv()
+                .await
+                .expect("an event")
+                .ack
+                .settle(swoop_core::realtime::Outcome::Created);
         }
         let took = started.elapsed();
         println!(
@@ -437,24 +426,15 @@ mod tests {
             took.as_secs_f64(),
             N as f64 / took.as_secs_f64()
         );
-        let processing = config.processing_key("bench");
-        for _ in 0..100 {
-            let left: usize = ::redis::cmd("LLEN")
-                .arg(&processing)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The run waits for its acknowledgements before it returns.
+        stop.cancel();
+        drop(events);
+        run.await.expect("joins").expect("a clean stop");
         let left: usize = ::redis::cmd("LLEN")
-            .arg(&processing)
+            .arg(config.processing_key("bench"))
             .query_async(&mut conn)
             .await
             .unwrap();
         assert_eq!(left, 0, "every element acknowledged");
-        drop(connection);
     }
 }

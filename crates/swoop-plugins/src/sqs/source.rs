@@ -32,7 +32,9 @@ use aws_sdk_sqs::types::{
 };
 use base64::Engine;
 use serde_json::{Map, Value};
-use swoop_core::realtime::{Ack, Event, RealtimeConnection, RealtimeSource, SourceError};
+use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
+
+use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -129,10 +131,13 @@ fn transient(queue_url: &str, what: &str, e: impl std::error::Error + 'static) -
 
 #[async_trait]
 impl RealtimeSource for SqsSource {
-    async fn connect(
-        &self,
-        _consumer_name: &str,
-    ) -> Result<Box<dyn RealtimeConnection>, SourceError> {
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
+        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+    }
+}
+
+impl SqsSource {
+    async fn connect(&self, _consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let (client, queue_url) = self.client().await?;
         // Fail now, with the reason, if the queue or the credentials are wrong.
         tokio::time::timeout(CONNECT_TIMEOUT, queue_depth(&client, &queue_url))
@@ -373,7 +378,7 @@ fn event(
         key: group_id.clone(),
         partition: group_id,
         decode_error,
-        ack: Ack::new(move || {
+        ack: Ack::on_recorded(move || {
             // If the delete task is gone, the message becomes visible again and is skipped.
             let _ = delete_tx.send(receipt_handle);
         }),
@@ -400,7 +405,7 @@ pub struct SqsConnection {
 }
 
 #[async_trait]
-impl RealtimeConnection for SqsConnection {
+impl PullConnection for SqsConnection {
     async fn next(&mut self) -> Result<Event, SourceError> {
         match self.events.recv().await {
             Some(Ok(received)) => Ok(received.event),
@@ -516,7 +521,7 @@ mod tests {
         assert_eq!(e.dedup_key.as_deref(), Some("m-1"));
         assert_eq!(e.key.as_deref(), Some("g"));
         assert!(e.decode_error.is_none());
-        e.ack.ack();
+        e.ack.settle(swoop_core::realtime::Outcome::Created);
         assert_eq!(rx.try_recv().unwrap(), "rh-1");
     }
 

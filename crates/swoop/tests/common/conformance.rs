@@ -8,6 +8,8 @@
 //!   gives message ids);
 //! - the server restarted mid-stream → the trigger reconnects by itself, nothing lost;
 //! - a payload that does not decode → one FAILED execution holding it, later events processed;
+//! - an event whose execution can never start (a required input no event gives) → one FAILED
+//!   execution holding it, acknowledged; the stream goes on;
 //! - `maxInFlight` bounds the executions in flight.
 //!
 //! Adding a source = its folder in `swoop-plugins` + a fixture + `conformance_tests!(fixture)`.
@@ -15,9 +17,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use swoop_core::realtime::{Event, EventSink, Outcome, SourceContext, Stopped};
 
 use super::{Server, free_port, http, json};
 
@@ -233,6 +237,45 @@ pub fn poison_event_fails_alone(fixture: &mut dyn SourceFixture) {
     );
 }
 
+/// A flow whose executions can never start (a required input no event gives): every event
+/// becomes one FAILED execution holding it, is acknowledged, and the stream goes on past
+/// `maxInFlight` such events.
+pub fn rejected_events_fail_alone(fixture: &mut dyn SourceFixture) {
+    let channel = "conf-rejected";
+    let flow_yaml = flow(fixture, channel, "    maxInFlight: 5\n", "").replacen(
+        "\ntasks:\n",
+        "\ninputs:\n  - id: customer\n    type: STRING\n    required: true\ntasks:\n",
+        1,
+    );
+    let (server, _d, _f) = start(fixture, channel, &flow_yaml);
+    wait_until("the trigger runs", Duration::from_secs(30), || {
+        trigger_status(server.port)["state"] == "RUNNING"
+    });
+    fixture.publish(channel, &payloads(0..20));
+    wait_until("20 executions", Duration::from_secs(60), || {
+        total(server.port) >= 20
+    });
+    let execs = executions(server.port);
+    assert_eq!(execs.len(), 20, "one execution per event");
+    for e in &execs {
+        assert_eq!(e["state"]["current"], "FAILED", "{e}");
+        assert!(
+            e["error"].as_str().is_some_and(|m| m.contains("customer")),
+            "the reason names the input: {e}"
+        );
+        assert!(
+            e["trigger"]["variables"][fixture.payload_variable()] != Value::Null,
+            "the raw event is kept: {e}"
+        );
+    }
+    wait_until("the trigger counts them", Duration::from_secs(10), || {
+        trigger_status(server.port)["rejected"] == 20
+    });
+    let status = trigger_status(server.port);
+    assert_eq!(status["state"], "RUNNING", "{status}");
+    assert_eq!(status["inFlight"], 0, "{status}");
+}
+
 /// `maxInFlight: 5` with slow executions: never more than 5 in flight.
 pub fn max_in_flight_bounds_executions(fixture: &mut dyn SourceFixture) {
     let channel = "conf-backpressure";
@@ -436,26 +479,30 @@ pub fn bench_source_alone(fixture: &mut dyn SourceFixture) {
             .build()
             .expect("tokio runtime");
         runtime.block_on(async move {
-            let mut connection = source
-                .connect("conformance.test/bench/source-alone")
-                .await
-                .unwrap_or_else(|e| panic!("the source connects: {e}"));
-            let _ = connected_tx.send(());
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let sink = Arc::new(AloneSink {
+                tx,
+                connected: std::sync::Mutex::new(Some(connected_tx)),
+            });
+            let stop = tokio_util::sync::CancellationToken::new();
+            let ctx = SourceContext::new("conformance.test/bench/source-alone", sink, stop.clone());
+            let running = tokio::spawn(async move { source.run(ctx).await });
             let deadline = tokio::time::Instant::now() + within;
             let mut latencies = Vec::with_capacity(expected);
             while latencies.len() < expected {
-                let event = tokio::time::timeout_at(deadline, connection.next())
+                let event = tokio::time::timeout_at(deadline, rx.recv())
                     .await
                     .unwrap_or_else(|_| panic!("only {} events within {within:?}", latencies.len()))
-                    .unwrap_or_else(|e| panic!("the source failed: {e}"));
+                    .unwrap_or_else(|| panic!("the source stopped"));
                 let received = now_us();
                 let payload = payload_json(event.variables.get(variable).unwrap_or(&Value::Null));
                 if let Some(sent) = payload["sent_us"].as_i64() {
                     latencies.push((received - sent) as f64 / 1000.0);
                 }
-                event.ack.ack();
+                event.ack.settle(Outcome::Created);
             }
-            connection.close().await;
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
             latencies
         })
     });
@@ -470,6 +517,25 @@ pub fn bench_source_alone(fixture: &mut dyn SourceFixture) {
         load.rate,
         percentiles(&mut latencies)
     );
+}
+
+/// The runtime's side for `bench_source_alone`: events go to a channel, `connected` is told.
+struct AloneSink {
+    tx: tokio::sync::mpsc::Sender<Event>,
+    connected: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for AloneSink {
+    async fn emit(&self, event: Event) -> Result<(), Stopped> {
+        self.tx.send(event).await.map_err(|_| Stopped)
+    }
+
+    fn connected(&self) {
+        if let Some(tx) = self.connected.lock().ok().and_then(|mut c| c.take()) {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// One `#[test]` per check of the suite for a fixture constructor.
@@ -491,6 +557,10 @@ macro_rules! conformance_tests {
         #[test]
         fn poison_event_fails_alone() {
             common::conformance::poison_event_fails_alone(&mut $make);
+        }
+        #[test]
+        fn rejected_events_fail_alone() {
+            common::conformance::rejected_events_fail_alone(&mut $make);
         }
         #[test]
         fn max_in_flight_bounds_executions() {

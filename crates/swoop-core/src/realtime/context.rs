@@ -1,0 +1,190 @@
+//! [`SourceContext`]: what a running source gets from the runtime — a way to emit events
+//! (waiting for an in-flight slot), to say it is connected, to let the watchdog look at its
+//! backlog, and to learn when to stop.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::Event;
+
+/// `emit` refused the event: the trigger is stopping (the event was released).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the trigger is stopping")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The runtime's side of a [`SourceContext`] (implemented by `swoop-engine`, and by
+/// [`SourceContext::channel`] for tests).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Waits for a free in-flight slot, then takes the event. Cancel-safe: dropping the future
+    /// drops (releases) the event.
+    async fn emit(&self, event: Event) -> Result<(), Stopped>;
+    /// The source is connected and consuming.
+    fn connected(&self) {}
+    /// The watchdog's probe of this connection's source.
+    fn watch_backlog(&self, _backlog: Arc<dyn Backlog>) {}
+}
+
+/// Tells the watchdog how much work waits in the source for this trigger.
+#[async_trait]
+pub trait Backlog: Send + Sync {
+    /// The events this trigger has not consumed yet (Kafka: committed offsets behind the high
+    /// watermarks over every partition of the topics, assigned to this member or not; a list
+    /// or queue: its length), `None` when unknown. A backlog that stays above zero while no
+    /// event comes makes the trigger STALLED, and the watchdog restarts the connection.
+    async fn backlog(&self) -> Option<u64>;
+}
+
+/// What a running source gets from the runtime. Cheap to clone (for the source's own tasks).
+#[derive(Clone)]
+pub struct SourceContext {
+    name: Arc<str>,
+    sink: Arc<dyn EventSink>,
+    stop: CancellationToken,
+}
+
+impl SourceContext {
+    pub fn new(name: &str, sink: Arc<dyn EventSink>, stop: CancellationToken) -> Self {
+        SourceContext {
+            name: name.into(),
+            sink,
+            stop,
+        }
+    }
+
+    /// `namespace/flowId/triggerId`: a stable name for sources that need one (a consumer
+    /// group member, a client id, a slot …).
+    pub fn consumer_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands the event to the runtime; waits while every in-flight slot is taken. `Err` when
+    /// the trigger is stopping: the event was released (its `Ack` said so) and the source
+    /// should wind down.
+    pub async fn emit(&self, event: Event) -> Result<(), Stopped> {
+        if self.stop.is_cancelled() {
+            return Err(Stopped);
+        }
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(Stopped),
+            r = self.sink.emit(event) => r,
+        }
+    }
+
+    /// The source is connected and consuming: the trigger shows RUNNING and its reconnection
+    /// backoff starts over.
+    pub fn connected(&self) {
+        self.sink.connected();
+    }
+
+    /// Lets the watchdog ask this connection's source for its backlog.
+    pub fn watch_backlog(&self, backlog: Arc<dyn Backlog>) {
+        self.sink.watch_backlog(backlog);
+    }
+
+    /// Resolves when the source must stop (the trigger stops, or the watchdog restarts it).
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// The token behind [`SourceContext::stopped`], for the source's own tasks.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// For tests of a source without the engine: a context whose events arrive on the
+    /// returned channel (`capacity` of them may wait), and the token that stops it.
+    pub fn channel(
+        name: &str,
+        capacity: usize,
+    ) -> (
+        SourceContext,
+        tokio::sync::mpsc::Receiver<Event>,
+        CancellationToken,
+    ) {
+        struct ChannelSink(tokio::sync::mpsc::Sender<Event>);
+        #[async_trait]
+        impl EventSink for ChannelSink {
+            async fn emit(&self, event: Event) -> Result<(), Stopped> {
+                self.0.send(event).await.map_err(|_| Stopped)
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let stop = CancellationToken::new();
+        (
+            SourceContext::new(name, Arc::new(ChannelSink(tx)), stop.clone()),
+            rx,
+            stop,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::{Ack, Outcome};
+    use parking_lot::Mutex;
+
+    fn event(outcomes: &Arc<Mutex<Vec<Outcome>>>) -> Event {
+        let outcomes = outcomes.clone();
+        let mut event = Event::new(Default::default());
+        event.ack = Ack::new(move |o| outcomes.lock().push(o));
+        event
+    }
+
+    #[tokio::test]
+    async fn emit_waits_for_room_and_a_stop_releases_the_waiting_event() {
+        let (ctx, mut rx, stop) = SourceContext::channel("t", 1);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        ctx.emit(event(&outcomes)).await.expect("room for one");
+        // The channel is full: the second emit waits until the stop, which releases it.
+        let waiting = tokio::spawn({
+            let ctx = ctx.clone();
+            let outcomes = outcomes.clone();
+            async move { ctx.emit(event(&outcomes)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        stop.cancel();
+        assert_eq!(waiting.await.expect("joins"), Err(Stopped));
+        assert_eq!(*outcomes.lock(), vec![Outcome::Released]);
+        rx.recv()
+            .await
+            .expect("the first event")
+            .ack
+            .settle(Outcome::Created);
+        assert_eq!(*outcomes.lock(), vec![Outcome::Released, Outcome::Created]);
+        assert_eq!(ctx.emit(event(&outcomes)).await, Err(Stopped));
+    }
+
+    #[test]
+    fn an_ack_settles_once_and_an_unsettled_one_is_released() {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        drop(event(&outcomes));
+        event(&outcomes).ack.settle(Outcome::Rejected("no".into()));
+        assert_eq!(
+            *outcomes.lock(),
+            vec![Outcome::Released, Outcome::Rejected("no".into())]
+        );
+        let recorded = Arc::new(Mutex::new(0));
+        let r = recorded.clone();
+        Ack::on_recorded(move || *r.lock() += 1).settle(Outcome::Duplicate);
+        let r = recorded.clone();
+        drop(Ack::on_recorded(move || *r.lock() += 1));
+        assert_eq!(*recorded.lock(), 1);
+    }
+}

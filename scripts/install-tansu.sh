@@ -7,6 +7,7 @@ version=0.6.0
 root="${SWOOP_CACHE:-$HOME/.cache/swoop-ci}/tansu-$version"
 bin="$root/bin/tansu"
 if [ ! -x "$bin" ]; then
+    mkdir -p "$(dirname "$root")"
     echo "installing tansu $version into $root (first time only; ~11 min on 2 cores)" >&2
     cargo install tansu --version "$version" --locked --features libsql --root "$root" >"$root.log" 2>&1 || {
         cat "$root.log" >&2

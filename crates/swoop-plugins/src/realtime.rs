@@ -138,6 +138,73 @@ where
     Arc::new(Probe(probe))
 }
 
+/// A live connection read by pulling: the older sources are written this way; [`run_pull`]
+/// puts one on the push-based contract.
+#[async_trait::async_trait]
+pub trait PullConnection: Send {
+    /// The next event; waits until there is one. Must be cancel-safe.
+    async fn next(
+        &mut self,
+    ) -> Result<swoop_core::realtime::Event, swoop_core::realtime::SourceError>;
+
+    /// How many events wait in the source for this trigger, when the source can tell.
+    async fn backlog(&mut self) -> Option<u64> {
+        None
+    }
+
+    /// Called before the connection is dropped: a last chance to acknowledge and leave cleanly.
+    async fn close(&mut self) {}
+}
+
+/// The watchdog's probe of a pulled connection: asks the loop in [`run_pull`], which owns it.
+struct PullBacklog(tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Option<u64>>>);
+
+#[async_trait::async_trait]
+impl swoop_core::realtime::Backlog for PullBacklog {
+    async fn backlog(&self) -> Option<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.send(tx).await.ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
+    }
+}
+
+/// Runs a connected pulled source until the context stops (Ok) or a read fails (Err): each
+/// event pulled is emitted (waiting for a slot), and the connection is closed at the end.
+pub async fn run_pull(
+    connected: Result<Box<dyn PullConnection>, swoop_core::realtime::SourceError>,
+    ctx: swoop_core::realtime::SourceContext,
+) -> Result<(), swoop_core::realtime::SourceError> {
+    let mut connection = connected?;
+    ctx.connected();
+    let (probe_tx, mut probes) = tokio::sync::mpsc::channel(1);
+    ctx.watch_backlog(std::sync::Arc::new(PullBacklog(probe_tx)));
+    let result = loop {
+        let event = tokio::select! {
+            biased;
+            _ = ctx.stopped() => break Ok(()),
+            Some(reply) = probes.recv() => {
+                let _ = reply.send(connection.backlog().await);
+                continue;
+            }
+            event = connection.next() => event,
+        };
+        match event {
+            Ok(event) => {
+                if ctx.emit(event).await.is_err() {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    connection.close().await;
+    result
+}
+
 /// For the plugins' tests: flows around one trigger block.
 #[cfg(all(test, feature = "core"))]
 #[allow(dead_code)] // used by the realtime source families' tests, absent in some feature sets

@@ -12,6 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev pkg-config) # librdkafka's TLS (Event Hubs)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/sbin/nats-server ] || need+=(nats-server)
@@ -31,4 +32,5 @@ fi
 "$here/install-sql-servers.sh" >&2
 "$here/install-moto.sh" >&2
 "$here/install-secantus.sh" >&2
+"$here/install-pulsar-lite.sh" >&2
 "$here/install-tansu.sh"

@@ -8,6 +8,10 @@ pub mod amqp;
 pub mod cassandra;
 #[cfg(feature = "core")]
 pub mod core;
+#[cfg(any(feature = "postgres-cdc", feature = "mysql-cdc"))]
+pub mod debezium;
+#[cfg(feature = "eventhubs")]
+pub mod eventhubs;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(any(feature = "jdbc-postgres", feature = "jdbc-mysql"))]
@@ -18,6 +22,8 @@ pub mod kafka;
 pub mod mongodb;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "mysql-cdc")]
+pub mod mysql_cdc;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "notifications")]
@@ -26,6 +32,8 @@ pub mod notifications;
 pub mod postgres_cdc;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
+#[cfg(feature = "pulsar")]
+pub mod pulsar;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "script")]
@@ -51,6 +59,8 @@ pub fn registry() -> Registry {
     core::register(&mut registry);
     #[cfg(feature = "kafka")]
     kafka::register(&mut registry);
+    #[cfg(feature = "eventhubs")]
+    eventhubs::register(&mut registry);
     #[cfg(feature = "redis")]
     redis::register(&mut registry);
     #[cfg(feature = "mqtt")]
@@ -77,5 +87,9 @@ pub fn registry() -> Registry {
     cassandra::register(&mut registry);
     #[cfg(feature = "postgres-cdc")]
     postgres_cdc::register(&mut registry);
+    #[cfg(feature = "mysql-cdc")]
+    mysql_cdc::register(&mut registry);
+    #[cfg(feature = "pulsar")]
+    pulsar::register(&mut registry);
     registry
 }

@@ -14,7 +14,6 @@ use swoop_core::realtime::{Ack, Backlog, SourceContext};
 use swoop_core::realtime::{RealtimeSettings, RealtimeSource, RealtimeTrigger};
 use swoop_core::registry::{PropSpec, TriggerFactory};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// A realtime source made from its trigger's properties.
 pub trait FromTriggerProperties: RealtimeSource + Sized + 'static {
@@ -94,12 +93,13 @@ impl<T: Send + 'static> Settler<T> {
 /// acknowledgements sent) before it leaves; what is settled later is delivered again.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
-/// Waits (up to [`SETTLE_GRACE`]) for the task that settles a connection's events to end, which
-/// it does once they are all settled: the last acknowledgements are sent and the connection is
-/// closed. The caller drops its [`Settler`] first. `false` when the grace ran out (the task
-/// goes on, and what it still sends is sent).
-pub async fn settle_until_done(task: JoinHandle<()>) -> bool {
-    tokio::time::timeout(SETTLE_GRACE, task).await.is_ok()
+/// Waits (up to [`SETTLE_GRACE`]) for `done`: the end of the task that settles a connection's
+/// events, which it reaches once they are all settled (the last acknowledgements sent, the
+/// connection closed; the caller drops its [`Settler`] first), or a client's own shutdown that
+/// waits for them. `false` when the grace ran out (a task goes on, and what it still sends is
+/// sent).
+pub async fn settle_until_done(done: impl Future) -> bool {
+    tokio::time::timeout(SETTLE_GRACE, done).await.is_ok()
 }
 
 /// `f`, unless the source is told to stop first (`None`).
@@ -136,73 +136,6 @@ where
         }
     }
     Arc::new(Probe(probe))
-}
-
-/// A live connection read by pulling: the older sources are written this way; [`run_pull`]
-/// puts one on the push-based contract.
-#[async_trait::async_trait]
-pub trait PullConnection: Send {
-    /// The next event; waits until there is one. Must be cancel-safe.
-    async fn next(
-        &mut self,
-    ) -> Result<swoop_core::realtime::Event, swoop_core::realtime::SourceError>;
-
-    /// How many events wait in the source for this trigger, when the source can tell.
-    async fn backlog(&mut self) -> Option<u64> {
-        None
-    }
-
-    /// Called before the connection is dropped: a last chance to acknowledge and leave cleanly.
-    async fn close(&mut self) {}
-}
-
-/// The watchdog's probe of a pulled connection: asks the loop in [`run_pull`], which owns it.
-struct PullBacklog(tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Option<u64>>>);
-
-#[async_trait::async_trait]
-impl swoop_core::realtime::Backlog for PullBacklog {
-    async fn backlog(&self) -> Option<u64> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.0.send(tx).await.ok()?;
-        tokio::time::timeout(std::time::Duration::from_secs(5), rx)
-            .await
-            .ok()?
-            .ok()
-            .flatten()
-    }
-}
-
-/// Runs a connected pulled source until the context stops (Ok) or a read fails (Err): each
-/// event pulled is emitted (waiting for a slot), and the connection is closed at the end.
-pub async fn run_pull(
-    connected: Result<Box<dyn PullConnection>, swoop_core::realtime::SourceError>,
-    ctx: swoop_core::realtime::SourceContext,
-) -> Result<(), swoop_core::realtime::SourceError> {
-    let mut connection = connected?;
-    ctx.connected();
-    let (probe_tx, mut probes) = tokio::sync::mpsc::channel(1);
-    ctx.watch_backlog(std::sync::Arc::new(PullBacklog(probe_tx)));
-    let result = loop {
-        let event = tokio::select! {
-            biased;
-            _ = ctx.stopped() => break Ok(()),
-            Some(reply) = probes.recv() => {
-                let _ = reply.send(connection.backlog().await);
-                continue;
-            }
-            event = connection.next() => event,
-        };
-        match event {
-            Ok(event) => {
-                if ctx.emit(event).await.is_err() {
-                    break Ok(());
-                }
-            }
-            Err(e) => break Err(e),
-        }
-    };
-    connection.close().await;
-    result
 }
 
 /// For the plugins' tests: flows around one trigger block.

@@ -5,12 +5,14 @@
 //! - [`postgres`] — PostgreSQL (`initdb` as the `postgres` user when run as root).
 //! - [`mariadb`] — MariaDB.
 //! - [`mongo`] — secantusdb, a MongoDB wire-protocol server from PyPI.
+//! - [`pulsar`] — pulsar-lite, a Pulsar-compatible broker from PyPI.
 //! - [`cql`] — a CQL (Cassandra) server: the `swoop-cql-test-server` binary of this crate.
 
 pub mod cql;
 pub mod mariadb;
 pub mod mongo;
 pub mod postgres;
+pub mod pulsar;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -22,6 +24,17 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The cache folder the install scripts install into: `$SWOOP_CACHE`, default
+/// `~/.cache/swoop-ci`.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("SWOOP_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/swoop-ci"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from(".cache/swoop-ci"))
 }
 
 /// The last `lines` lines of a server's output file, for failure messages.

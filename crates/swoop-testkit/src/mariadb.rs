@@ -21,7 +21,19 @@ pub struct MariaDb {
     dir: TempDir,
     port: u16,
     client: PathBuf,
+    server: PathBuf,
+    /// The server's arguments, for [`MariaDb::restart`].
+    args: Vec<String>,
 }
+
+/// The options of a server whose row-based binary log names its columns (what change data
+/// capture reads).
+pub const BINLOG_OPTIONS: &[&str] = &[
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+    "--server-id=1",
+];
 
 /// `name` from `SWOOP_MARIADB_BIN`, else the first of `defaults` that exists.
 fn find(name: &str, defaults: &[&str]) -> PathBuf {
@@ -40,8 +52,22 @@ fn find(name: &str, defaults: &[&str]) -> PathBuf {
 }
 
 impl MariaDb {
-    /// Creates a data directory and starts the server; panics with its log when it cannot.
+    /// Creates a data directory and starts the server (no binary log); panics with its log
+    /// when it cannot.
     pub fn start() -> MariaDb {
+        Self::start_with(&["--skip-log-bin"])
+    }
+
+    /// As [`MariaDb::start`], with the row-based binary log on (`--log-bin` and
+    /// [`BINLOG_OPTIONS`]).
+    pub fn start_with_binlog() -> MariaDb {
+        let mut options = vec!["--log-bin=binlog"];
+        options.extend_from_slice(BINLOG_OPTIONS);
+        Self::start_with(&options)
+    }
+
+    /// Creates a data directory and starts the server with these extra options.
+    pub fn start_with(options: &[&str]) -> MariaDb {
         let server = find("mariadbd", &["/usr/sbin/mariadbd", "/usr/bin/mariadbd"]);
         let install = find("mariadb-install-db", &["/usr/bin/mariadb-install-db"]);
         let client = find("mariadb", &["/usr/bin/mariadb"]);
@@ -77,40 +103,52 @@ impl MariaDb {
             panic!("mariadb-install-db failed:\n{}", log_tail(&log, 30));
         }
         let port = free_port();
-        let log_file = std::fs::File::create(&log).expect("create the server log");
-        let mut child = Command::new(&server)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args([
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!(
-                "--socket={}",
-                dir.path().join("mysqld.sock").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("mysqld.pid").display()
-            ))
-            .args(&engine)
-            .args(["--max-connections=300", "--skip-log-bin"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone the log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start mariadbd");
-        wait_for_listener(&mut child, port, "MariaDB", Duration::from_secs(30), || {
-            log_tail(&log, 30)
-        });
+        let mut args: Vec<String> = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            "--user=root".to_string(),
+            "--bind-address=127.0.0.1".to_string(),
+            "--skip-name-resolve".to_string(),
+            format!("--port={port}"),
+            format!("--socket={}", dir.path().join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
+            "--max-connections=300".to_string(),
+        ];
+        args.extend(engine);
+        args.extend(options.iter().map(|o| o.to_string()));
+        let child = spawn(&server, &args, dir.path(), port);
         MariaDb {
             child,
             dir,
             port,
             client,
+            server,
+            args,
         }
+    }
+
+    /// Stops the server cleanly (SIGTERM; SIGKILL after 30 s) and starts it again on the same
+    /// port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.server, &self.args, self.dir.path(), self.port);
+    }
+
+    /// Stops the server cleanly (SIGTERM, then SIGKILL after 30 s); [`MariaDb::restart`]
+    /// starts it again.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn port(&self) -> u16 {
@@ -159,6 +197,27 @@ impl MariaDb {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// Starts `mariadbd` with `args` (appending to `dir/mariadb.log`) and waits until it listens.
+fn spawn(server: &Path, args: &[String], dir: &Path, port: u16) -> Child {
+    let log = dir.join("mariadb.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("open the server log");
+    let mut child = Command::new(server)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone the log handle"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start mariadbd");
+    wait_for_listener(&mut child, port, "MariaDB", Duration::from_secs(30), || {
+        log_tail(&log, 30)
+    });
+    child
 }
 
 impl Drop for MariaDb {

@@ -256,3 +256,76 @@ impl SourceFixture for RabbitFixture {
 }
 
 conformance_tests!(rabbitmq());
+
+/// The nack path, on the source alone (no engine): a released event (the trigger stopped
+/// before recording it) is given back with `basic.nack` and requeue, so RabbitMQ delivers it
+/// again at once, flagged redelivered, while the connection stays open (without the nack it
+/// would come back only when the connection closes, or after the broker's 30-minute consumer
+/// timeout); a recorded one is acknowledged and never comes back.
+#[test]
+fn released_events_are_redelivered_at_once() {
+    use swoop_core::realtime::{Event, Outcome, RealtimeSource, SourceContext};
+    use swoop_plugins::amqp::{AmqpSource, AmqpTriggerConfig};
+
+    let mut fixture = rabbitmq();
+    let queue = "conf-nack";
+    fixture.prepare(queue);
+    fixture.publish(queue, &[br#"{"n": 0}"#.to_vec(), br#"{"n": 1}"#.to_vec()]);
+    let config = AmqpTriggerConfig::from_json(&serde_json::json!({
+        "url": fixture.url(),
+        "queue": queue,
+        "serdeType": "JSON",
+    }))
+    .expect("a valid trigger");
+    let url = fixture.url();
+    fixture.runtime.block_on(async {
+        let source = AmqpSource::new(config);
+        let (ctx, mut events, stop) = SourceContext::channel("conformance/nack/events", 16);
+        let run = tokio::spawn(async move { source.run(ctx).await });
+        async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Event {
+            tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("an event within 5 s")
+                .expect("the source runs")
+        }
+        let n = |e: &Event| e.variables["data"]["n"].as_u64();
+        let recorded = next(&mut events).await;
+        let released = next(&mut events).await;
+        assert_eq!((n(&recorded), n(&released)), (Some(0), Some(1)));
+        assert_eq!(released.variables["redelivered"], false);
+        let released_id = released.variables["messageId"].clone();
+        recorded.ack.settle(Outcome::Created);
+        drop(released);
+
+        let again = next(&mut events).await;
+        assert_eq!(n(&again), Some(1), "the released event comes back first");
+        assert_eq!(again.variables["redelivered"], true);
+        assert_eq!(again.variables["messageId"], released_id);
+        again.ack.settle(Outcome::Duplicate);
+
+        // The run sends the last acknowledgements and closes before it returns: what it did
+        // not acknowledge would be back in the queue now.
+        stop.cancel();
+        drop(events);
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the run stops within 30 s")
+            .expect("joins")
+            .expect("a clean stop");
+        let connection = RabbitFixture::connect(&url).await;
+        let ch = connection.create_channel().await.expect("channel");
+        let declared = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare");
+        assert_eq!(declared.message_count(), 0, "both messages acknowledged");
+        let _ = connection.close(200, "bye".into()).await;
+    });
+}

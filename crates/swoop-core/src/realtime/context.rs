@@ -1,6 +1,6 @@
 //! [`SourceContext`]: what a running source gets from the runtime — a way to emit events
 //! (waiting for an in-flight slot), to say it is connected, to let the watchdog look at its
-//! backlog, and to learn when to stop.
+//! backlog, to keep a little durable state between runs, and to learn when to stop.
 
 use std::sync::Arc;
 
@@ -44,21 +44,64 @@ pub trait Backlog: Send + Sync {
     async fn backlog(&self) -> Option<u64>;
 }
 
+/// A small durable key-value space of one trigger, kept by the runtime in its store, for what
+/// a source must remember between runs and the server does not keep for it (MySQL CDC: the
+/// binlog position to resume from). Values are small texts; `save` returns once the value is
+/// durable.
+#[async_trait]
+pub trait SourceState: Send + Sync {
+    /// The value saved under `key`, if any.
+    async fn load(&self, key: &str) -> Result<Option<String>, String>;
+    /// Saves `value` under `key`, replacing what was there; durable when it returns.
+    async fn save(&self, key: &str, value: &str) -> Result<(), String>;
+}
+
+/// A [`SourceState`] in memory: the default of a context made without a runtime (tests). Share
+/// one `Arc` between contexts to keep the state across a source's runs.
+#[derive(Default)]
+pub struct MemoryState(parking_lot::Mutex<std::collections::HashMap<String, String>>);
+
+#[async_trait]
+impl SourceState for MemoryState {
+    async fn load(&self, key: &str) -> Result<Option<String>, String> {
+        Ok(self.0.lock().get(key).cloned())
+    }
+    async fn save(&self, key: &str, value: &str) -> Result<(), String> {
+        self.0.lock().insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+}
+
 /// What a running source gets from the runtime. Cheap to clone (for the source's own tasks).
 #[derive(Clone)]
 pub struct SourceContext {
     name: Arc<str>,
     sink: Arc<dyn EventSink>,
+    state: Arc<dyn SourceState>,
     stop: CancellationToken,
 }
 
 impl SourceContext {
+    /// A context whose [`SourceContext::state`] is in memory until
+    /// [`SourceContext::with_state`] gives it a durable one (the engine always does).
     pub fn new(name: &str, sink: Arc<dyn EventSink>, stop: CancellationToken) -> Self {
         SourceContext {
             name: name.into(),
             sink,
+            state: Arc::new(MemoryState::default()),
             stop,
         }
+    }
+
+    /// The same context, keeping its state in `state`.
+    pub fn with_state(mut self, state: Arc<dyn SourceState>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// This trigger's durable key-value space.
+    pub fn state(&self) -> &Arc<dyn SourceState> {
+        &self.state
     }
 
     /// `namespace/flowId/triggerId`: a stable name for sources that need one (a consumer

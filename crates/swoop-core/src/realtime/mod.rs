@@ -23,7 +23,7 @@
 mod context;
 pub mod ordered_acks;
 
-pub use context::{Backlog, EventSink, SourceContext, Stopped};
+pub use context::{Backlog, EventSink, MemoryState, SourceContext, SourceState, Stopped};
 
 use std::sync::Arc;
 

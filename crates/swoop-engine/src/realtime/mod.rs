@@ -17,7 +17,8 @@
 //!   and attempt, STOPPED, FAILED) and counters ([`status`]);
 //! - watches for a stall: no event for a watchdog interval while slots are free and the
 //!   source's backlog probe says events wait makes the trigger STALLED and restarts the source
-//!   (which rejoins its group, reconnects …).
+//!   (which rejoins its group, reconnects …);
+//! - gives the source a durable key-value space in the store's trigger state ([`state`]).
 //!
 //! Cancel policy: stopping the trigger (flow updated, disabled, deleted, engine shut down)
 //! cancels the source's context: the source stops emitting, confirms what was recorded and
@@ -26,6 +27,7 @@
 //! admitted yet is released (nacked where the source can).
 
 mod sink;
+mod state;
 mod status;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use sink::{KeyedQueues, Runtime, RuntimeSink};
+use state::StoreState;
 use status::set_state;
 pub(crate) use status::{SharedStatus, new_status, set_running};
 pub use status::{TriggerState, TriggerStatus};
@@ -81,6 +84,10 @@ pub(crate) async fn run(
         stop,
     ));
     let keyed = KeyedQueues::default();
+    let state = Arc::new(StoreState::new(
+        runtime.engine.store().clone(),
+        &runtime.uid,
+    ));
     let watchdog = watchdog_interval();
     loop {
         if runtime.stop.is_cancelled() {
@@ -92,7 +99,8 @@ pub(crate) async fn run(
             trigger.settings.ordering,
             keyed.clone(),
         ));
-        let ctx = SourceContext::new(&runtime.uid, sink.clone(), connection_stop.clone());
+        let ctx = SourceContext::new(&runtime.uid, sink.clone(), connection_stop.clone())
+            .with_state(state.clone());
         let error = match supervise(&trigger, ctx, &sink, &connection_stop, watchdog).await {
             Ok(()) if runtime.stop.is_cancelled() => break,
             // The watchdog restarted it: run it again at once.

@@ -27,7 +27,7 @@ use crate::engine::{Admission, Engine, NewExecution, Submitted};
 
 /// Everything one trigger's tasks share, across connections.
 pub(crate) struct Runtime {
-    engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     flow: Arc<Flow>,
     trigger_id: String,
     type_name: String,

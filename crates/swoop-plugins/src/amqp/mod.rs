@@ -26,7 +26,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{AmqpTriggerConfig, SerdeType};
-pub use source::{AmqpConnection, AmqpSource};
+pub use source::AmqpSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.amqp.RealtimeTrigger";

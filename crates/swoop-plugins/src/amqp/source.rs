@@ -5,13 +5,15 @@
 //! broker sends at most that many unacknowledged messages, so memory stays flat whatever the
 //! queue holds.
 //!
-//! - a spawned task (the pump) reads the consumer stream and forwards every delivery into a
-//!   small bounded channel that [`AmqpConnection::next`] reads, so `next()` is cancel-safe;
-//! - an event's ack sends its delivery tag through an unbounded channel to another task, which
-//!   owns the lapin channel (and connection) and sends `basic.ack` — only once the runtime has
-//!   stored the execution. When every ack of a connection is done or dropped, that task closes
-//!   the connection, and RabbitMQ requeues whatever was never acknowledged;
-//! - any connection or channel error ends the connection with [`SourceError::Transient`]; the
+//! - `run` reads the consumer stream and emits every delivery (waiting for an in-flight slot;
+//!   meanwhile the prefetch window fills and the broker stops sending);
+//! - an event's ack sends its delivery tag to another task ([`Settler`]), which owns the lapin
+//!   channel (and connection) and sends `basic.ack` once the runtime has stored the execution,
+//!   or `basic.nack` with requeue when the event is released (the trigger stopped first): the
+//!   broker delivers it again at once, flagged redelivered. When every event is settled, that
+//!   task closes the connection, and RabbitMQ requeues whatever was never acknowledged;
+//! - on stop, `run` cancels the consumer, waits for those last acknowledgements, and returns;
+//! - any connection or channel error ends the run with [`SourceError::Transient`]; the
 //!   runtime reconnects with backoff, and RabbitMQ redelivers the unacknowledged messages.
 //!
 //! Events carry the AMQP `messageId` property as dedup key when the publisher sets it: a
@@ -24,22 +26,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::{Map, Number, Value};
 use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
-
-use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use crate::realtime::{Settled, unless_stopped};
 
 use super::config::{AmqpTriggerConfig, SerdeType};
 
 /// Unacknowledged messages the broker may send to the trigger (`basic.qos` prefetch count).
 pub const PREFETCH: u16 = 64;
-/// Deliveries waiting for the runtime.
-pub const CHANNEL_CAPACITY: usize = 64;
 /// How long connecting, opening the channel and starting the consumer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Acknowledgements sent per wake-up of the ack task at most.
@@ -67,41 +69,97 @@ fn transient(address: &str, what: &str, e: impl std::fmt::Display) -> SourceErro
 #[async_trait]
 impl RealtimeSource for AmqpSource {
     async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
-        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
+        let address = self.config.display_address();
+        let queue = self.config.queue.clone();
+        let tag = self.config.consumer_tag_for(ctx.consumer_name());
+        let (connection, channel, mut consumer, backlog_channel) =
+            self.open(ctx.consumer_name(), &address, &tag).await?;
+        ctx.connected();
+        if let Some(backlog_channel) = backlog_channel {
+            let queue = queue.clone();
+            ctx.watch_backlog(crate::realtime::backlog_probe(move || {
+                message_count(backlog_channel.clone(), queue.clone())
+            }));
+        }
+        let (settler, settlements) = crate::realtime::settlements();
+        let acks = tokio::spawn(ack_loop(
+            connection,
+            channel.clone(),
+            address.clone(),
+            settlements,
+        ));
+        let serde_type = self.config.serde_type;
+        let result = loop {
+            let delivery = match unless_stopped(&ctx, consumer.next()).await {
+                None => break Ok(()),
+                Some(Some(Ok(delivery))) => delivery,
+                Some(Some(Err(e))) => break Err(transient(&address, "the consumer stopped", e)),
+                Some(None) => {
+                    break Err(SourceError::Transient(format!(
+                        "AMQP at {address}: the consumer of `{queue}` was cancelled"
+                    )));
+                }
+            };
+            let event = event(
+                serde_type,
+                &queue,
+                &delivery,
+                settler.ack(delivery.delivery_tag),
+            );
+            if ctx.emit(event).await.is_err() {
+                break Ok(());
+            }
+        };
+        if result.is_ok() {
+            // No more deliveries; those prefetched and not emitted are requeued when the
+            // connection closes, after the last acknowledgements.
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            drop((settler, consumer));
+            if !crate::realtime::settle_until_done(acks).await {
+                tracing::warn!(address = %address, queue = %queue, "amqp trigger: events not settled in time; the broker will deliver them again");
+            }
+        }
+        result
     }
 }
 
 impl AmqpSource {
-    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
-        let address = self.config.display_address();
-        let queue = self.config.queue.clone();
-        let tag = self.config.consumer_tag_for(consumer_name);
-        let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    /// Connects, opens the channel and starts the consumer.
+    async fn open(
+        &self,
+        consumer_name: &str,
+        address: &str,
+        tag: &str,
+    ) -> Result<(Connection, Channel, Consumer, Option<Channel>), SourceError> {
+        let queue = &self.config.queue;
+        tokio::time::timeout(CONNECT_TIMEOUT, async {
             let properties =
                 ConnectionProperties::default().with_connection_name(consumer_name.into());
             let uri = self.config.connect_uri().map_err(SourceError::Fatal)?;
             let connection = Connection::connect_uri(uri, properties)
                 .await
-                .map_err(|e| transient(&address, "cannot connect", e))?;
+                .map_err(|e| transient(address, "cannot connect", e))?;
             let channel = connection
                 .create_channel()
                 .await
-                .map_err(|e| transient(&address, "cannot open a channel", e))?;
+                .map_err(|e| transient(address, "cannot open a channel", e))?;
             channel
                 .basic_qos(PREFETCH, BasicQosOptions::default())
                 .await
-                .map_err(|e| transient(&address, "basic.qos failed", e))?;
+                .map_err(|e| transient(address, "basic.qos failed", e))?;
             let consumer = channel
                 .basic_consume(
                     queue.as_str().into(),
-                    tag.as_str().into(),
+                    tag.into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await
                 .map_err(|e| {
                     transient(
-                        &address,
+                        address,
                         &format!("cannot consume the queue `{queue}` (does it exist?)"),
                         e,
                     )
@@ -115,65 +173,50 @@ impl AmqpSource {
             SourceError::Transient(format!(
                 "AMQP at {address}: connecting took longer than {CONNECT_TIMEOUT:?}"
             ))
-        })??;
-        let (connection, channel, consumer, backlog_channel) = opened;
-
-        let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let pump = tokio::spawn(pump(consumer, address.clone(), queue.clone(), events_tx));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        tokio::spawn(ack_loop(connection, channel, address, ack_rx));
-        Ok(Box::new(AmqpConnection {
-            events: events_rx,
-            pump,
-            ack_tx,
-            serde_type: self.config.serde_type,
-            queue,
-            backlog_channel,
-        }))
+        })?
     }
 }
 
-/// Forwards the consumer's deliveries to the connection, then its end as an error.
-async fn pump(
-    mut consumer: Consumer,
-    address: String,
-    queue: String,
-    tx: mpsc::Sender<Result<Delivery, SourceError>>,
-) {
-    let end = loop {
-        match consumer.next().await {
-            Some(Ok(delivery)) => {
-                if tx.send(Ok(delivery)).await.is_err() {
-                    return;
-                }
-            }
-            Some(Err(e)) => break transient(&address, "the consumer stopped", e),
-            None => {
-                break SourceError::Transient(format!(
-                    "AMQP at {address}: the consumer of `{queue}` was cancelled"
-                ));
-            }
-        }
+/// The messages waiting in the queue (a passive declare; once one fails, its channel is closed
+/// and the backlog unknown).
+async fn message_count(channel: Channel, queue: String) -> Option<u64> {
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
     };
-    let _ = tx.send(Err(end)).await;
+    let declared = channel
+        .queue_declare(queue.as_str().into(), options, FieldTable::default())
+        .await
+        .ok()?;
+    Some(u64::from(declared.message_count()))
 }
 
-/// Acknowledges delivered messages on their channel until every ack of the connection is done
-/// or dropped, then closes the connection (RabbitMQ requeues what was not acknowledged).
+/// Acknowledges (or gives back) delivered messages on their channel until every event of the
+/// run is settled, then closes the connection (RabbitMQ requeues what was not acknowledged).
 async fn ack_loop(
     connection: Connection,
     channel: Channel,
     address: String,
-    mut rx: mpsc::UnboundedReceiver<u64>,
+    mut rx: mpsc::UnboundedReceiver<Settled<u64>>,
 ) {
     let mut batch = Vec::with_capacity(ACK_BATCH);
     let mut failed = false;
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
-        for tag in batch.drain(..) {
+        for settled in batch.drain(..) {
             if failed {
                 continue;
             }
-            if let Err(e) = channel.basic_ack(tag, BasicAckOptions::default()).await {
+            let sent = match settled {
+                Settled::Ack(tag) => channel.basic_ack(tag, BasicAckOptions::default()).await,
+                Settled::Nack(tag) => {
+                    let requeue = BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    };
+                    channel.basic_nack(tag, requeue).await
+                }
+            };
+            if let Err(e) = sent {
                 // The channel is gone: its unacknowledged messages are redelivered.
                 failed = true;
                 tracing::warn!(address = %address, error = %e, "amqp trigger: cannot acknowledge; the broker will deliver the unacknowledged messages again");
@@ -183,41 +226,11 @@ async fn ack_loop(
     let _ = connection.close(200, "swoop: trigger stopped".into()).await;
 }
 
-/// A live AMQP trigger.
-pub struct AmqpConnection {
-    events: mpsc::Receiver<Result<Delivery, SourceError>>,
-    pump: JoinHandle<()>,
-    ack_tx: mpsc::UnboundedSender<u64>,
-    serde_type: SerdeType,
-    queue: String,
-    backlog_channel: Option<Channel>,
-}
-
-impl AmqpConnection {
-    fn event(&self, delivery: Delivery) -> Event {
-        event(
-            self.serde_type,
-            &self.queue,
-            delivery.delivery_tag,
-            delivery.routing_key.as_str(),
-            &delivery.properties,
-            &delivery.data,
-            self.ack_tx.clone(),
-        )
-    }
-}
-
 /// The event of one delivery (its variables are Kestra's outputs).
-fn event(
-    serde_type: SerdeType,
-    queue: &str,
-    delivery_tag: u64,
-    routing_key: &str,
-    properties: &BasicProperties,
-    body: &[u8],
-    ack_tx: mpsc::UnboundedSender<u64>,
-) -> Event {
-    let (data, decode_error) = serde_type.decode(body, "the message");
+fn event(serde_type: SerdeType, queue: &str, delivery: &Delivery, ack: Ack) -> Event {
+    let properties = &delivery.properties;
+    let routing_key = delivery.routing_key.as_str();
+    let (data, decode_error) = serde_type.decode(&delivery.data, "the message");
     let text = |s: &Option<lapin::types::ShortString>| {
         s.as_ref()
             .map_or(Value::Null, |s| Value::String(s.as_str().to_string()))
@@ -255,6 +268,8 @@ fn event(
     variables.insert("type".into(), text(properties.kind()));
     variables.insert("userId".into(), text(properties.user_id()));
     variables.insert("appId".into(), text(properties.app_id()));
+    // Not in Kestra's outputs: whether the broker delivered this message before.
+    variables.insert("redelivered".into(), Value::Bool(delivery.redelivered));
     let dedup_key = properties
         .message_id()
         .as_ref()
@@ -266,10 +281,7 @@ fn event(
         key: (!routing_key.is_empty()).then(|| routing_key.to_string()),
         partition: Some(queue.to_string()),
         decode_error,
-        ack: Ack::on_recorded(move || {
-            // If the ack task is gone, the connection is closed: the broker redelivers.
-            let _ = ack_tx.send(delivery_tag);
-        }),
+        ack,
     }
 }
 
@@ -324,53 +336,13 @@ fn amqp_value(v: &AMQPValue) -> Value {
     }
 }
 
-#[async_trait]
-impl PullConnection for AmqpConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.events.recv().await {
-            Some(Ok(delivery)) => Ok(self.event(delivery)),
-            Some(Err(e)) => Err(e),
-            None => Err(SourceError::Transient(
-                "the AMQP consumer stopped; reconnecting".into(),
-            )),
-        }
-    }
-
-    async fn backlog(&mut self) -> Option<u64> {
-        let channel = self.backlog_channel.as_ref()?;
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared = tokio::time::timeout(
-            Duration::from_secs(5),
-            channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default()),
-        )
-        .await;
-        match declared {
-            Ok(Ok(queue)) => Some(u64::from(queue.message_count()) + self.events.len() as u64),
-            _ => {
-                // A failed passive declare closes the channel: no backlog from now on.
-                self.backlog_channel = None;
-                None
-            }
-        }
-    }
-}
-
-impl Drop for AmqpConnection {
-    fn drop(&mut self) {
-        // Deliveries the pump received but did not hand out stay unacknowledged, and are
-        // delivered again once the connection closes.
-        self.pump.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::BasicProperties;
     use lapin::types::{FieldArray, LongString, ShortString};
     use serde_json::json;
+    use swoop_core::realtime::Outcome;
 
     #[test]
     fn events_carry_kestras_outputs() {
@@ -393,16 +365,16 @@ mod tests {
             .with_type("order".into())
             .with_app_id("shop".into())
             .with_headers(headers);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let e = event(
-            SerdeType::Json,
-            "orders",
+        let mut delivery = Delivery::mock(
             42,
-            "orders",
-            &properties,
-            br#"{"id": 1}"#,
-            tx,
+            "".into(),
+            "orders".into(),
+            true,
+            br#"{"id": 1}"#.to_vec(),
         );
+        delivery.properties = properties;
+        let (settler, mut rx) = crate::realtime::settlements();
+        let e = event(SerdeType::Json, "orders", &delivery, settler.ack(42));
         assert_eq!(e.variables["data"], json!({"id": 1}));
         assert_eq!(e.variables["contentType"], "application/json");
         assert_eq!(e.variables["messageId"], "m-1");
@@ -412,6 +384,7 @@ mod tests {
         assert_eq!(e.variables["type"], "order");
         assert_eq!(e.variables["appId"], "shop");
         assert_eq!(e.variables["correlationId"], Value::Null);
+        assert_eq!(e.variables["redelivered"], true);
         assert_eq!(
             e.variables["headers"],
             json!({"list": [true], "n": 7, "who": "me"})
@@ -419,25 +392,27 @@ mod tests {
         assert_eq!(e.dedup_key.as_deref(), Some("m-1"));
         assert_eq!(e.partition.as_deref(), Some("orders"));
         assert!(e.decode_error.is_none());
-        e.ack.settle(swoop_core::realtime::Outcome::Created);
-        assert_eq!(rx.try_recv().unwrap(), 42);
+        e.ack.settle(Outcome::Duplicate);
+        assert_eq!(rx.try_recv().unwrap(), Settled::Ack(42));
+        // Released (the trigger stopped first): given back.
+        drop(settler.ack(43));
+        assert_eq!(rx.try_recv().unwrap(), Settled::Nack(43));
     }
 
     #[test]
     fn undecodable_bodies_and_missing_ids() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let e = event(
-            SerdeType::Json,
-            "q",
+        let delivery = Delivery::mock(
             1,
-            "",
-            &BasicProperties::default(),
-            b"this is { not json",
-            tx,
+            "".into(),
+            "".into(),
+            false,
+            b"this is { not json".to_vec(),
         );
+        let e = event(SerdeType::Json, "q", &delivery, Ack::none());
         assert_eq!(e.variables["data"], "this is { not json");
         assert!(e.decode_error.unwrap().contains("not valid JSON"));
         assert!(e.dedup_key.is_none());
         assert!(e.key.is_none());
+        assert_eq!(e.variables["redelivered"], false);
     }
 }

@@ -24,7 +24,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{MqttTriggerConfig, MqttVersion, Qos, SerdeType};
-pub use source::{MqttConnection, MqttSource};
+pub use source::MqttSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.mqtt.RealtimeTrigger";

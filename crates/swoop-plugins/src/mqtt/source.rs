@@ -1,21 +1,26 @@
 //! The MQTT subscriber, as a [`RealtimeSource`].
 //!
-//! Each connection is a fresh rumqttc client (MQTT 3.1.1, or 5 with `mqttVersion: V5`) with
-//! the trigger's stable client id, a persistent session (3.1.1: `clean_session: false`; 5:
+//! Each run is a fresh rumqttc client (MQTT 3.1.1, or 5 with `mqttVersion: V5`) with the
+//! trigger's stable client id, a persistent session (3.1.1: `clean_session: false`; 5:
 //! `clean_start: false` and a session that never expires) and manual acknowledgements:
 //!
-//! - `connect` connects, subscribes and waits for the SUBACK, so once the trigger is RUNNING
-//!   the broker keeps the session's messages even while swoop is down;
-//! - a spawned task polls the event loop continuously (keep-alives, acks) and forwards every
-//!   incoming PUBLISH, decoded, into a small bounded channel that [`MqttConnection::next`]
-//!   reads;
-//! - an event's ack sends the PUBACK (PUBREC for QoS 2) through another task, only once the
-//!   runtime has stored its execution. Until then the broker counts the message as in flight
-//!   (mosquitto's `max_inflight_messages`; MQTT 5's receive maximum, which swoop sets), which
-//!   bounds what it sends: with the bounded channel, memory stays flat. A message never
-//!   acknowledged (crash, lost connection) is redelivered by the broker when the same client
-//!   id reconnects;
-//! - any connection error ends the connection with [`SourceError::Transient`]; the runtime
+//! - `run` connects, subscribes and waits for the SUBACK, so once the trigger is RUNNING the
+//!   broker keeps the session's messages even while swoop is down;
+//! - it then polls the event loop and emits every incoming PUBLISH. The event loop keeps
+//!   being polled while an emit waits for an in-flight slot (keep-alives, acknowledgements),
+//!   holding at most [`BUFFER`] messages meanwhile. rumqttc's `poll` is not cancel-safe: the
+//!   future that polls owns the event loop and is kept across `select!`s, never dropped
+//!   mid-poll ([`Polling`]);
+//! - an event's ack goes to another task ([`Settler`]), which sends the PUBACK (PUBREC for
+//!   QoS 2) through the client once the runtime has stored the execution. Until then the
+//!   broker counts the message as in flight (mosquitto's `max_inflight_messages`; MQTT 5's
+//!   receive maximum, which swoop sets), which bounds what it sends. A released event (the
+//!   trigger stopped first) and a message never acknowledged (crash, lost connection) get no
+//!   PUBACK: the broker delivers them again when the same client id reconnects (MQTT has no
+//!   nack);
+//! - on stop, once every event is settled (at most [`SETTLE_GRACE`]), that task sends the
+//!   DISCONNECT; the session stays on the broker;
+//! - any connection error ends the run with [`SourceError::Transient`]; the runtime
 //!   reconnects with backoff, and the new client resumes the same session.
 //!
 //! Events have no dedup key: MQTT packet ids are reused as soon as a message is acknowledged,
@@ -24,27 +29,21 @@
 //! at-least-once, never lost.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, MqttOptions, Outgoing, Packet,
-    Publish, QoS, SubscribeFilter, SubscribeReasonCode,
-};
 use serde_json::{Map, Value};
 use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
-
-use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::config::{MqttTriggerConfig, MqttVersion, Qos, SerdeType};
 use crate::props::UserPassword;
+use crate::realtime::{SETTLE_GRACE, Settled, Settler};
 
-/// Incoming messages waiting for the runtime. Small: for QoS 1 and 2 the broker's in-flight
-/// window (unacknowledged messages) is the real bound; when the channel is full (QoS 0, or a
-/// broker with a larger window) reading pauses until the runtime takes an event.
-pub const CHANNEL_CAPACITY: usize = 128;
+/// Incoming messages held while an emit waits for an in-flight slot; beyond, polling pauses.
+/// For QoS 1 and 2 the broker's in-flight window (unacknowledged messages) is the real bound.
+pub const BUFFER: usize = 128;
 
 /// rumqttc's outgoing in-flight limit (swoop only sends acks and subscriptions), and the
 /// receive maximum announced to MQTT 5 brokers (unacknowledged messages they may send).
@@ -55,6 +54,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The largest message accepted.
 pub const MAX_PACKET_SIZE: usize = 64 * 1024 * 1024;
+
+/// How long the DISCONNECT may take to go out after the last acknowledgement.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A configured MQTT realtime trigger.
 pub struct MqttSource {
@@ -80,61 +82,295 @@ fn credentials(c: &MqttTriggerConfig) -> Result<Option<(String, String)>, Source
         .map_err(SourceError::Fatal)
 }
 
+/// What one poll of the event loop gave, whatever the protocol version.
+enum Step {
+    ConnAck {
+        session_present: bool,
+    },
+    /// The SUBACK: the indexes of the topics the broker refused.
+    SubAck {
+        refused: Vec<usize>,
+    },
+    Publish(Message),
+    /// Our DISCONNECT went out.
+    Disconnected,
+    Failed(SourceError),
+    Other,
+}
+
+/// A protocol version's event loop, owned by the future that polls it once.
+trait EventLoopPoll: Send + 'static {
+    fn poll(self: Box<Self>) -> Polling;
+}
+
+/// One poll of the event loop, which hands the loop back with what it gave.
+type Polling = Pin<Box<dyn Future<Output = (Box<dyn EventLoopPoll>, Step)> + Send>>;
+
+/// A protocol version's client: what the acknowledging task sends.
+#[async_trait]
+trait MqttClient: Send + Sync + 'static {
+    /// The PUBACK (PUBREC); `false` when the event loop is gone.
+    async fn ack(&self, pkid: u16, qos: Qos) -> bool;
+    async fn disconnect(&self);
+}
+
+/// The next step of the event loop; `polling` goes on with the next poll.
+async fn step(polling: &mut Polling) -> Step {
+    // Awaited by reference: dropping this future leaves the poll going in `polling`.
+    let (event_loop, step) = (&mut *polling).await;
+    *polling = event_loop.poll();
+    step
+}
+
+/// A protocol version's event loop.
+#[async_trait]
+trait VersionLoop: Send + 'static {
+    /// Polls the event loop once.
+    async fn next_step(&mut self, server: &str, serde_type: SerdeType) -> Step;
+}
+
+/// An event loop with what its steps need.
+struct Loop<V> {
+    version: V,
+    server: String,
+    serde_type: SerdeType,
+}
+
+impl<V: VersionLoop> EventLoopPoll for Loop<V> {
+    fn poll(mut self: Box<Self>) -> Polling {
+        Box::pin(async move {
+            let step = self.version.next_step(&self.server, self.serde_type).await;
+            (self as Box<dyn EventLoopPoll>, step)
+        })
+    }
+}
+
+/// The client, and the first poll of its event loop (which connects).
+fn started(
+    client: impl MqttClient,
+    version: impl VersionLoop,
+    c: &MqttTriggerConfig,
+    server: &str,
+) -> (Box<dyn MqttClient>, Polling) {
+    let event_loop = Box::new(Loop {
+        version,
+        server: server.to_string(),
+        serde_type: c.serde_type,
+    });
+    (Box::new(client), event_loop.poll())
+}
+
 #[async_trait]
 impl RealtimeSource for MqttSource {
     async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
-        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
-    }
-}
-
-impl MqttSource {
-    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
-        let client_id = self.config.client_id_for(consumer_name);
-        let connection = match self.config.version {
-            MqttVersion::V3 => v3::connect(&self.config, client_id).await?,
-            MqttVersion::V5 => v5::connect(&self.config, client_id).await?,
+        let c = &self.config;
+        let client_id = c.client_id_for(ctx.consumer_name());
+        let server = format!("{}:{}", c.host, c.port);
+        let credentials = credentials(c)?;
+        let (client, mut polling) = match c.version {
+            MqttVersion::V3 => v3::start(c, client_id.clone(), credentials, &server).await?,
+            MqttVersion::V5 => v5::start(c, client_id.clone(), credentials, &server).await?,
         };
-        Ok(Box::new(connection))
+        let (early, session_present) = subscribed(c, &server, &mut polling).await?;
+        tracing::info!(
+            server = %server,
+            client_id = %client_id,
+            session_present,
+            version = ?c.version,
+            topics = ?c.topics,
+            "MQTT trigger subscribed"
+        );
+        ctx.connected();
+        let (settler, settlements) = crate::realtime::settlements();
+        tokio::spawn(acknowledge(client, settlements));
+        let result = read(&ctx, &mut polling, early, &settler).await;
+        drop(settler);
+        if result.is_ok() {
+            disconnect(&server, polling).await;
+        }
+        result
     }
 }
 
-/// What the ack task sends, in order.
-enum Request {
-    Ack { pkid: u16, qos: Qos },
-    Disconnect,
+/// Connects and waits for the SUBACK (a resumed session may deliver messages first: they are
+/// returned, with whether the broker had the session).
+async fn subscribed(
+    c: &MqttTriggerConfig,
+    server: &str,
+    polling: &mut Polling,
+) -> Result<(VecDeque<Message>, bool), SourceError> {
+    let mut early = VecDeque::new();
+    let mut session_present = false;
+    let subscribed = tokio::time::timeout(c.connection_timeout, async {
+        loop {
+            match step(polling).await {
+                Step::ConnAck {
+                    session_present: present,
+                } => session_present = present,
+                Step::SubAck { refused } if refused.is_empty() => return Ok(()),
+                Step::SubAck { refused } => {
+                    let topics: Vec<&str> = refused
+                        .iter()
+                        .filter_map(|i| c.topics.get(*i).map(String::as_str))
+                        .collect();
+                    return Err(SourceError::Transient(format!(
+                        "the MQTT broker {server} refused the subscription to `{}`",
+                        topics.join("`, `")
+                    )));
+                }
+                Step::Publish(message) => early.push_back(message),
+                Step::Failed(e) => return Err(e),
+                Step::Disconnected | Step::Other => {}
+            }
+        }
+    })
+    .await;
+    match subscribed {
+        Ok(result) => result.map(|()| (early, session_present)),
+        Err(_) => Err(SourceError::Transient(format!(
+            "MQTT broker {server}: no connection and subscription within {} s",
+            c.connection_timeout.as_secs()
+        ))),
+    }
+}
+
+/// Emits the incoming messages (`early` first) until the trigger stops (Ok) or the connection
+/// fails (Err), polling the event loop meanwhile.
+async fn read(
+    ctx: &SourceContext,
+    polling: &mut Polling,
+    early: VecDeque<Message>,
+    settler: &Settler<(u16, Qos)>,
+) -> Result<(), SourceError> {
+    let mut held: VecDeque<Event> = early.into_iter().map(|m| event(m, settler)).collect();
+    loop {
+        let Some(next) = held.pop_front() else {
+            tokio::select! {
+                biased;
+                _ = ctx.stopped() => return Ok(()),
+                step = step(polling) => take(step, &mut held, settler)?,
+            }
+            continue;
+        };
+        let emit = ctx.emit(next);
+        tokio::pin!(emit);
+        loop {
+            tokio::select! {
+                biased;
+                emitted = &mut emit => match emitted {
+                    Ok(()) => break,
+                    Err(_) => return Ok(()),
+                },
+                step = step(polling), if held.len() < BUFFER => take(step, &mut held, settler)?,
+            }
+        }
+    }
+}
+
+/// Holds an incoming message; a failure ends the run.
+fn take(
+    step: Step,
+    held: &mut VecDeque<Event>,
+    settler: &Settler<(u16, Qos)>,
+) -> Result<(), SourceError> {
+    match step {
+        Step::Publish(message) => held.push_back(event(message, settler)),
+        Step::Failed(e) => return Err(e),
+        Step::ConnAck { .. } | Step::SubAck { .. } | Step::Disconnected | Step::Other => {}
+    }
+    Ok(())
+}
+
+/// After a stop: polls the event loop while the last acknowledgements go out and then the
+/// DISCONNECT (sent once every event is settled). Messages coming meanwhile are dropped
+/// unacknowledged: the broker delivers them again.
+async fn disconnect(server: &str, mut polling: Polling) {
+    let done = async {
+        loop {
+            if let Step::Disconnected | Step::Failed(_) = step(&mut polling).await {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(SETTLE_GRACE + DISCONNECT_TIMEOUT, done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %server, "MQTT trigger: events not settled in time; the broker will deliver them again");
+    }
+}
+
+/// Sends the acknowledgements through the client, in order, until every event of the run is
+/// settled; then the DISCONNECT.
+async fn acknowledge(
+    client: Box<dyn MqttClient>,
+    mut rx: mpsc::UnboundedReceiver<Settled<(u16, Qos)>>,
+) {
+    while let Some(settled) = rx.recv().await {
+        match settled {
+            Settled::Ack((pkid, qos)) => {
+                if !client.ack(pkid, qos).await {
+                    // The event loop is gone: the broker redelivers what was not acknowledged.
+                    return;
+                }
+            }
+            // No PUBACK: the broker delivers it again when the session resumes.
+            Settled::Nack(_) => {}
+        }
+    }
+    client.disconnect().await;
 }
 
 fn qos_of_level(level: u8) -> Qos {
     Qos::from_level(level).unwrap_or(Qos::AtMostOnce)
 }
 
-/// An incoming message, less its payload, whatever the protocol version.
+/// An incoming message, decoded, whatever the protocol version.
 struct Message {
     topic: String,
     qos: Qos,
     retain: bool,
     pkid: u16,
     properties: Map<String, Value>,
+    payload: Value,
+    decode_error: Option<String>,
+}
+
+impl Message {
+    fn decoded(
+        topic: String,
+        (qos, retain, pkid): (Qos, bool, u16),
+        properties: Map<String, Value>,
+        payload: &[u8],
+        serde_type: SerdeType,
+    ) -> Message {
+        let (payload, decode_error) = match serde_type.decode(payload) {
+            Ok(v) => (v, None),
+            Err((raw, e)) => (raw, Some(e)),
+        };
+        Message {
+            topic,
+            qos,
+            retain,
+            pkid,
+            properties,
+            payload,
+            decode_error,
+        }
+    }
 }
 
 /// An incoming message as the event the runtime sees.
-fn event(
-    message: Message,
-    payload: &[u8],
-    serde_type: SerdeType,
-    ack_tx: &mpsc::UnboundedSender<Request>,
-) -> Event {
+fn event(message: Message, settler: &Settler<(u16, Qos)>) -> Event {
     let Message {
         topic,
         qos,
         retain,
         pkid,
         properties,
+        payload,
+        decode_error,
     } = message;
-    let (payload, decode_error) = match serde_type.decode(payload) {
-        Ok(v) => (v, None),
-        Err((raw, e)) => (raw, Some(e)),
-    };
     let mut variables = Map::new();
     variables.insert("topic".into(), Value::String(topic.clone()));
     variables.insert("payload".into(), payload);
@@ -145,10 +381,7 @@ fn event(
     let ack = if qos == Qos::AtMostOnce {
         Ack::none()
     } else {
-        let tx = ack_tx.clone();
-        Ack::on_recorded(move || {
-            let _ = tx.send(Request::Ack { pkid, qos });
-        })
+        settler.ack((pkid, qos))
     };
     Event {
         variables,
@@ -160,26 +393,24 @@ fn event(
     }
 }
 
-fn timed_out(server: &str, timeout: Duration) -> SourceError {
-    SourceError::Transient(format!(
-        "MQTT broker {server}: no connection and subscription within {} s",
-        timeout.as_secs()
-    ))
+fn connection_error(server: &str, refused: Option<String>, e: &dyn std::fmt::Display) -> Step {
+    Step::Failed(SourceError::Transient(match refused {
+        Some(code) => format!("the MQTT broker {server} refused the connection: {code}"),
+        None => format!("MQTT broker {server}: {e}"),
+    }))
 }
 
-fn refused_subscriptions(server: &str, topics: &[&String]) -> SourceError {
-    SourceError::Transient(format!(
-        "the MQTT broker {server} refused the subscription to `{}`",
-        topics
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join("`, `")
-    ))
+fn subscribe_error(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Transient(format!("MQTT subscribe: {e}"))
 }
 
 /// MQTT 3.1.1.
 mod v3 {
+    use rumqttc::{
+        AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, MqttOptions, Outgoing, Packet,
+        Publish, QoS, SubscribeFilter, SubscribeReasonCode,
+    };
+
     use super::*;
 
     fn qos(q: Qos) -> QoS {
@@ -190,175 +421,85 @@ mod v3 {
         }
     }
 
-    fn level(q: QoS) -> u8 {
-        q as u8
-    }
-
-    fn connection_error(server: &str, e: &ConnectionError) -> SourceError {
-        SourceError::Transient(match e {
-            ConnectionError::ConnectionRefused(code) => {
-                format!("the MQTT broker {server} refused the connection: {code:?}")
-            }
-            e => format!("MQTT broker {server}: {e}"),
-        })
-    }
-
-    pub(super) async fn connect(
+    /// The client, and the first poll of its event loop (which connects), the subscription
+    /// queued.
+    pub(super) async fn start(
         c: &MqttTriggerConfig,
         client_id: String,
-    ) -> Result<MqttConnection, SourceError> {
-        let server = format!("{}:{}", c.host, c.port);
-        let mut options = MqttOptions::new(client_id.clone(), c.host.clone(), c.port);
+        credentials: Option<(String, String)>,
+        server: &str,
+    ) -> Result<(Box<dyn MqttClient>, Polling), SourceError> {
+        let mut options = MqttOptions::new(client_id, c.host.clone(), c.port);
         options
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_keep_alive(KEEP_ALIVE)
             .set_inflight(MAX_INFLIGHT)
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
-        if let Some((username, password)) = credentials(c)? {
+        if let Some((username, password)) = credentials {
             options.set_credentials(username, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut network = eventloop.network_options();
         network.set_connection_timeout(c.connection_timeout.as_secs().max(1));
         eventloop.set_network_options(network);
-
-        let filters: Vec<SubscribeFilter> = c
+        let filters = c
             .topics
             .iter()
-            .map(|t| SubscribeFilter::new(t.clone(), qos(c.qos)))
-            .collect();
+            .map(|t| SubscribeFilter::new(t.clone(), qos(c.qos)));
         client
             .subscribe_many(filters)
             .await
-            .map_err(|e| SourceError::Transient(format!("MQTT subscribe: {e}")))?;
-
-        // Connect and wait for the SUBACK; a resumed session may deliver messages first.
-        let mut early = VecDeque::new();
-        let mut session_present = false;
-        let subscribed = tokio::time::timeout(c.connection_timeout, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                        session_present = ack.session_present;
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
-                        let refused: Vec<&String> = ack
-                            .return_codes
-                            .iter()
-                            .zip(&c.topics)
-                            .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
-                            .map(|(_, topic)| topic)
-                            .collect();
-                        if !refused.is_empty() {
-                            return Err(refused_subscriptions(&server, &refused));
-                        }
-                        return Ok(());
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => early.push_back(p),
-                    Ok(_) => {}
-                    Err(e) => return Err(connection_error(&server, &e)),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(timed_out(&server, c.connection_timeout)));
-        subscribed?;
-        tracing::info!(
-            server = %server,
-            client_id = %client_id,
-            session_present,
-            topics = ?c.topics,
-            "MQTT trigger subscribed"
-        );
-
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let poller = tokio::spawn(poll(
-            eventloop,
-            early,
-            tx,
-            ack_tx.clone(),
-            c.serde_type,
-            server,
-        ));
-        tokio::spawn(acknowledge(client, ack_rx));
-        Ok(MqttConnection { rx, ack_tx, poller })
+            .map_err(subscribe_error)?;
+        Ok(started(client, eventloop, c, server))
     }
 
-    fn to_event(
-        p: Publish,
-        serde_type: SerdeType,
-        ack_tx: &mpsc::UnboundedSender<Request>,
-    ) -> Event {
-        let message = Message {
-            topic: p.topic,
-            qos: qos_of_level(level(p.qos)),
-            retain: p.retain,
-            pkid: p.pkid,
-            properties: Map::new(),
-        };
-        event(message, &p.payload, serde_type, ack_tx)
-    }
-
-    /// Polls the event loop until it fails, forwarding incoming messages (`early` first).
-    async fn poll(
-        mut eventloop: EventLoop,
-        mut early: VecDeque<Publish>,
-        tx: mpsc::Sender<Result<Event, SourceError>>,
-        ack_tx: mpsc::UnboundedSender<Request>,
-        serde_type: SerdeType,
-        server: String,
-    ) {
-        while let Some(p) = early.pop_front() {
-            if tx.send(Ok(to_event(p, serde_type, &ack_tx))).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    if tx.send(Ok(to_event(p, serde_type, &ack_tx))).await.is_err() {
-                        return;
-                    }
-                }
+    #[async_trait]
+    impl VersionLoop for EventLoop {
+        async fn next_step(&mut self, server: &str, serde_type: SerdeType) -> Step {
+            match self.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => Step::ConnAck {
+                    session_present: ack.session_present,
+                },
+                Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => Step::SubAck {
+                    refused: (ack.return_codes.iter().enumerate())
+                        .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+                        .map(|(i, _)| i)
+                        .collect(),
+                },
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => Step::Publish(Message::decoded(
+                    p.topic,
+                    (qos_of_level(p.qos as u8), p.retain, p.pkid),
+                    Map::new(),
+                    &p.payload,
+                    serde_type,
+                )),
                 Ok(MqttEvent::Incoming(Packet::Disconnect)) => {
-                    let _ = tx
-                        .send(Err(SourceError::Transient(format!(
-                            "the MQTT broker {server} closed the connection"
-                        ))))
-                        .await;
-                    return;
+                    Step::Failed(SourceError::Transient(format!(
+                        "the MQTT broker {server} closed the connection"
+                    )))
                 }
-                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(connection_error(&server, &e))).await;
-                    return;
+                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => Step::Disconnected,
+                Ok(_) => Step::Other,
+                Err(ConnectionError::ConnectionRefused(code)) => {
+                    connection_error(server, Some(format!("{code:?}")), &"")
                 }
+                Err(e) => connection_error(server, None, &e),
             }
         }
     }
 
-    /// Sends the acknowledgements (and the final DISCONNECT) through the client, in order.
-    async fn acknowledge(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(request) = rx.recv().await {
-            let sent = match request {
-                Request::Ack { pkid, qos: q } => {
-                    // Only the packet id and QoS matter to an ack.
-                    let mut p = Publish::new("", qos(q), Vec::new());
-                    p.pkid = pkid;
-                    client.ack(&p).await
-                }
-                Request::Disconnect => {
-                    let _ = client.disconnect().await;
-                    return;
-                }
-            };
-            if sent.is_err() {
-                // The event loop is gone: the broker redelivers what was not acknowledged.
-                return;
-            }
+    #[async_trait]
+    impl MqttClient for AsyncClient {
+        async fn ack(&self, pkid: u16, q: Qos) -> bool {
+            // Only the packet id and QoS matter to an ack.
+            let mut p = Publish::new("", qos(q), Vec::new());
+            p.pkid = pkid;
+            AsyncClient::ack(self, &p).await.is_ok()
+        }
+
+        async fn disconnect(&self) {
+            let _ = AsyncClient::disconnect(self).await;
         }
     }
 }
@@ -367,6 +508,7 @@ mod v3 {
 mod v5 {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
+    use rumqttc::Outgoing;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{
         Filter, Packet, Publish, PublishProperties, SubscribeReasonCode,
@@ -381,19 +523,6 @@ mod v5 {
             Qos::AtLeastOnce => QoS::AtLeastOnce,
             Qos::ExactlyOnce => QoS::ExactlyOnce,
         }
-    }
-
-    fn level(q: QoS) -> u8 {
-        q as u8
-    }
-
-    fn connection_error(server: &str, e: &ConnectionError) -> SourceError {
-        SourceError::Transient(match e {
-            ConnectionError::ConnectionRefused(code) => {
-                format!("the MQTT broker {server} refused the connection: {code:?}")
-            }
-            e => format!("MQTT broker {server}: {e}"),
-        })
     }
 
     /// A message's MQTT 5 properties as the tasks see them (camelCase, only those present;
@@ -435,12 +564,15 @@ mod v5 {
         m
     }
 
-    pub(super) async fn connect(
+    /// The client, and the first poll of its event loop (which connects), the subscription
+    /// queued.
+    pub(super) async fn start(
         c: &MqttTriggerConfig,
         client_id: String,
-    ) -> Result<MqttConnection, SourceError> {
-        let server = format!("{}:{}", c.host, c.port);
-        let mut options = MqttOptions::new(client_id.clone(), c.host.clone(), c.port);
+        credentials: Option<(String, String)>,
+        server: &str,
+    ) -> Result<(Box<dyn MqttClient>, Polling), SourceError> {
+        let mut options = MqttOptions::new(client_id, c.host.clone(), c.port);
         options
             .set_clean_start(false)
             .set_session_expiry_interval(Some(u32::MAX))
@@ -449,187 +581,65 @@ mod v5 {
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(Some(MAX_PACKET_SIZE as u32))
             .set_connection_timeout(c.connection_timeout.as_secs().max(1));
-        if let Some((username, password)) = credentials(c)? {
+        if let Some((username, password)) = credentials {
             options.set_credentials(username, password);
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-
-        let filters: Vec<Filter> = c
-            .topics
-            .iter()
-            .map(|t| Filter::new(t.clone(), qos(c.qos)))
-            .collect();
+        let (client, eventloop) = AsyncClient::new(options, 64);
+        let filters = c.topics.iter().map(|t| Filter::new(t.clone(), qos(c.qos)));
         client
             .subscribe_many(filters)
             .await
-            .map_err(|e| SourceError::Transient(format!("MQTT subscribe: {e}")))?;
-
-        let mut early = VecDeque::new();
-        let mut session_present = false;
-        let subscribed = tokio::time::timeout(c.connection_timeout, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                        session_present = ack.session_present;
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
-                        let refused: Vec<&String> = ack
-                            .return_codes
-                            .iter()
-                            .zip(&c.topics)
-                            .filter(|(code, _)| !matches!(code, SubscribeReasonCode::Success(_)))
-                            .map(|(_, topic)| topic)
-                            .collect();
-                        if !refused.is_empty() {
-                            return Err(refused_subscriptions(&server, &refused));
-                        }
-                        return Ok(());
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => early.push_back(p),
-                    Ok(_) => {}
-                    Err(e) => return Err(connection_error(&server, &e)),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(timed_out(&server, c.connection_timeout)));
-        subscribed?;
-        tracing::info!(
-            server = %server,
-            client_id = %client_id,
-            session_present,
-            topics = ?c.topics,
-            "MQTT 5 trigger subscribed"
-        );
-
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let poller = tokio::spawn(poll(
-            eventloop,
-            early,
-            tx,
-            ack_tx.clone(),
-            c.serde_type,
-            server,
-        ));
-        tokio::spawn(acknowledge(client, ack_rx));
-        Ok(MqttConnection { rx, ack_tx, poller })
+            .map_err(subscribe_error)?;
+        Ok(started(client, eventloop, c, server))
     }
 
-    fn to_event(
-        p: Publish,
-        serde_type: SerdeType,
-        ack_tx: &mpsc::UnboundedSender<Request>,
-    ) -> Event {
-        let message = Message {
-            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-            qos: qos_of_level(level(p.qos)),
-            retain: p.retain,
-            pkid: p.pkid,
-            properties: properties(p.properties.as_ref()),
-        };
-        event(message, &p.payload, serde_type, ack_tx)
-    }
-
-    async fn poll(
-        mut eventloop: EventLoop,
-        mut early: VecDeque<Publish>,
-        tx: mpsc::Sender<Result<Event, SourceError>>,
-        ack_tx: mpsc::UnboundedSender<Request>,
-        serde_type: SerdeType,
-        server: String,
-    ) {
-        while let Some(p) = early.pop_front() {
-            if tx.send(Ok(to_event(p, serde_type, &ack_tx))).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    if tx.send(Ok(to_event(p, serde_type, &ack_tx))).await.is_err() {
-                        return;
-                    }
-                }
+    #[async_trait]
+    impl VersionLoop for EventLoop {
+        async fn next_step(&mut self, server: &str, serde_type: SerdeType) -> Step {
+            match self.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => Step::ConnAck {
+                    session_present: ack.session_present,
+                },
+                Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => Step::SubAck {
+                    refused: (ack.return_codes.iter().enumerate())
+                        .filter(|(_, code)| !matches!(code, SubscribeReasonCode::Success(_)))
+                        .map(|(i, _)| i)
+                        .collect(),
+                },
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => Step::Publish(Message::decoded(
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    (qos_of_level(p.qos as u8), p.retain, p.pkid),
+                    properties(p.properties.as_ref()),
+                    &p.payload,
+                    serde_type,
+                )),
                 Ok(MqttEvent::Incoming(Packet::Disconnect(d))) => {
-                    let _ = tx
-                        .send(Err(SourceError::Transient(format!(
-                            "the MQTT broker {server} closed the connection: {:?}",
-                            d.reason_code
-                        ))))
-                        .await;
-                    return;
+                    Step::Failed(SourceError::Transient(format!(
+                        "the MQTT broker {server} closed the connection: {:?}",
+                        d.reason_code
+                    )))
                 }
-                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(connection_error(&server, &e))).await;
-                    return;
+                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => Step::Disconnected,
+                Ok(_) => Step::Other,
+                Err(ConnectionError::ConnectionRefused(code)) => {
+                    connection_error(server, Some(format!("{code:?}")), &"")
                 }
+                Err(e) => connection_error(server, None, &e),
             }
         }
     }
 
-    async fn acknowledge(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(request) = rx.recv().await {
-            let sent = match request {
-                Request::Ack { pkid, qos: q } => {
-                    let mut p = Publish::new("", qos(q), Vec::new(), None);
-                    p.pkid = pkid;
-                    client.ack(&p).await
-                }
-                Request::Disconnect => {
-                    let _ = client.disconnect().await;
-                    return;
-                }
-            };
-            if sent.is_err() {
-                return;
-            }
+    #[async_trait]
+    impl MqttClient for AsyncClient {
+        async fn ack(&self, pkid: u16, q: Qos) -> bool {
+            let mut p = Publish::new("", qos(q), Vec::new(), None);
+            p.pkid = pkid;
+            AsyncClient::ack(self, &p).await.is_ok()
         }
-    }
-}
 
-/// A live MQTT subscription.
-pub struct MqttConnection {
-    rx: mpsc::Receiver<Result<Event, SourceError>>,
-    ack_tx: mpsc::UnboundedSender<Request>,
-    poller: JoinHandle<()>,
-}
-
-#[async_trait]
-impl PullConnection for MqttConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.rx.recv().await {
-            Some(result) => result,
-            None => Err(SourceError::Transient(
-                "the MQTT connection ended".to_string(),
-            )),
+        async fn disconnect(&self) {
+            let _ = AsyncClient::disconnect(self).await;
         }
-    }
-
-    async fn close(&mut self) {
-        // After the acknowledgements already given; the session stays on the broker.
-        // Messages still queued here are dropped unacknowledged (the broker redelivers them),
-        // which also lets the event loop run until the DISCONNECT is sent.
-        let _ = self.ack_tx.send(Request::Disconnect);
-        let deadline = tokio::time::sleep(Duration::from_secs(2));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut self.poller => break,
-                _ = &mut deadline => break,
-                _ = self.rx.recv() => {}
-            }
-        }
-        self.poller.abort();
-    }
-}
-
-impl Drop for MqttConnection {
-    fn drop(&mut self) {
-        self.poller.abort();
     }
 }
 
@@ -637,22 +647,23 @@ impl Drop for MqttConnection {
 mod tests {
     use super::*;
     use serde_json::json;
+    use swoop_core::realtime::Outcome;
 
     #[test]
     fn events_carry_kestras_variables() {
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-        let message = |topic: &str, qos, retain, pkid| Message {
-            topic: topic.into(),
-            qos,
-            retain,
-            pkid,
-            properties: Map::new(),
+        let (settler, mut acks) = crate::realtime::settlements();
+        let message = |topic: &str, qos, retain, pkid, payload: &[u8]| {
+            Message::decoded(
+                topic.into(),
+                (qos, retain, pkid),
+                Map::new(),
+                payload,
+                SerdeType::Json,
+            )
         };
         let e = event(
-            message("sensors/a", Qos::AtLeastOnce, true, 7),
-            br#"{"n": 1}"#,
-            SerdeType::Json,
-            &ack_tx,
+            message("sensors/a", Qos::AtLeastOnce, true, 7, br#"{"n": 1}"#),
+            &settler,
         );
         assert_eq!(
             Value::Object(e.variables.clone()),
@@ -661,25 +672,24 @@ mod tests {
         assert_eq!(e.dedup_key, None);
         assert_eq!(e.partition.as_deref(), Some("sensors/a"));
         assert!(e.decode_error.is_none());
-        e.ack.settle(swoop_core::realtime::Outcome::Created);
-        assert!(matches!(
-            ack_rx.try_recv(),
-            Ok(Request::Ack {
-                pkid: 7,
-                qos: Qos::AtLeastOnce
-            })
+        e.ack.settle(Outcome::Created);
+        assert_eq!(acks.try_recv(), Ok(Settled::Ack((7, Qos::AtLeastOnce))));
+
+        // Released: no PUBACK (the acknowledging task ignores it).
+        drop(event(
+            message("t", Qos::ExactlyOnce, false, 8, b"1"),
+            &settler,
         ));
+        assert_eq!(acks.try_recv(), Ok(Settled::Nack((8, Qos::ExactlyOnce))));
 
         let e = event(
-            message("t", Qos::AtMostOnce, false, 0),
-            b"not json",
-            SerdeType::Json,
-            &ack_tx,
+            message("t", Qos::AtMostOnce, false, 0, b"not json"),
+            &settler,
         );
         assert_eq!(e.variables["payload"], json!("not json"));
         assert!(e.decode_error.is_some());
-        e.ack.settle(swoop_core::realtime::Outcome::Created);
-        assert!(ack_rx.try_recv().is_err(), "QoS 0 needs no ack");
+        e.ack.settle(Outcome::Created);
+        assert!(acks.try_recv().is_err(), "QoS 0 needs no ack");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{DeliverPolicy, NatsTriggerConfig, SerdeType};
-pub use source::{NatsConnection, NatsSource};
+pub use source::NatsSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.nats.core.RealtimeTrigger";

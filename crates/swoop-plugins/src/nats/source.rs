@@ -4,14 +4,13 @@
 //! connect fails, transiently, saying which subject has no stream), then the durable consumer
 //! is reused, or created with an explicit ack policy, [`ACK_WAIT`] and the `deliverPolicy`.
 //!
-//! A background task (the pump) pulls batches and hands the messages to the connection through
-//! a bounded channel of `batchSize` slots; `next()` only receives from it, so it is cancel-safe
-//! and memory stays flat. A batch asks for no more messages than the channel has room for, so
-//! the pump never waits in the middle of a batch (a batch left unread would expire with its
-//! messages unacknowledged). Acknowledgements (`+ACK` to the message's reply subject) go
-//! through an unbounded channel to another task, once the execution is durable; a message not
-//! acknowledged within [`ACK_WAIT`] is redelivered, and its dedup key (`stream/sequence`) makes
-//! the redelivery create nothing new.
+//! `run` pulls batches of up to `batchSize` messages and emits them one by one (waiting for an
+//! in-flight slot: what was pulled and is not emitted yet is at most one batch). An event's
+//! ack goes to another task ([`Settler`]), which publishes `+ACK` to the message's reply
+//! subject once the execution is durable, or `-NAK` when the event is released (the trigger
+//! stopped first), so the server delivers it again at once. A message not acknowledged within
+//! [`ACK_WAIT`] (a crash, a batch left unread at a stop) is redelivered, and its dedup key
+//! (`stream/sequence`) makes the redelivery create nothing new.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,10 +21,9 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde_json::{Map, Value};
 use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
-
-use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use crate::realtime::{Settled, Settler, unless_stopped};
 
 use super::config::{DeliverPolicy, NatsTriggerConfig, SerdeType};
 
@@ -174,16 +172,10 @@ fn is_not_found(e: &jetstream::context::ConsumerInfoError) -> bool {
 #[async_trait]
 impl RealtimeSource for NatsSource {
     async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
-        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
-    }
-}
-
-impl NatsSource {
-    async fn connect(&self, consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let url = self.config.display_url();
         let (client, consumer) = tokio::time::timeout(
             CONNECTION_TIMEOUT + SETUP_TIMEOUT,
-            self.setup(consumer_name, &url),
+            self.setup(ctx.consumer_name(), &url),
         )
         .await
         .map_err(|_| {
@@ -193,84 +185,60 @@ impl NatsSource {
             ))
         })??;
         tracing::info!(url = %url, subject = %self.config.subject, "NATS trigger consuming");
+        ctx.connected();
+        let probed = consumer.clone();
+        ctx.watch_backlog(crate::realtime::backlog_probe(move || {
+            let consumer = probed.clone();
+            async move { Some(consumer.get_info().await.ok()?.num_pending) }
+        }));
 
-        let (tx, rx) = mpsc::channel(self.config.batch_size);
-        let pump = tokio::spawn(pump(
-            client.clone(),
-            consumer.clone(),
-            tx,
-            self.config.batch_size,
-            url.clone(),
-        ));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        tokio::spawn(ack_loop(client.clone(), ack_rx));
-        Ok(Box::new(NatsConnection {
-            rx,
-            pump,
-            ack_tx,
-            client,
-            consumer,
-            serde_type: self.config.serde_type,
-        }))
+        let (settler, settlements) = crate::realtime::settlements();
+        let acks = tokio::spawn(ack_loop(client.clone(), settlements));
+        let result = self.read(&ctx, &client, &consumer, &settler, &url).await;
+        drop(settler);
+        if result.is_ok() && !crate::realtime::settle_until_done(acks).await {
+            tracing::warn!(url = %url, subject = %self.config.subject, "NATS trigger: events not settled in time; the server will deliver them again");
+        }
+        result
     }
 }
 
-/// Pulls batches and hands their messages out, until an error or until the connection is
-/// dropped.
-async fn pump(
-    client: Client,
-    consumer: PullConsumer,
-    tx: mpsc::Sender<Result<jetstream::Message, SourceError>>,
-    batch_size: usize,
-    url: String,
-) {
-    loop {
-        // Wait for room, then ask for no more than there is room for.
-        match tx.reserve().await {
-            Ok(permit) => drop(permit),
-            Err(_) => return,
-        }
-        if client.connection_state() != async_nats::connection::State::Connected {
-            let _ = tx
-                .send(Err(SourceError::Transient(format!(
+impl NatsSource {
+    /// Pulls batches and emits their messages until the trigger stops (Ok) or the connection
+    /// fails (Err).
+    async fn read(
+        &self,
+        ctx: &SourceContext,
+        client: &Client,
+        consumer: &PullConsumer,
+        settler: &Settler<Subject>,
+        url: &str,
+    ) -> Result<(), SourceError> {
+        loop {
+            if client.connection_state() != async_nats::connection::State::Connected {
+                return Err(SourceError::Transient(format!(
                     "NATS at {url}: disconnected"
-                ))))
-                .await;
-            return;
-        }
-        let room = tx.capacity().clamp(1, batch_size);
-        let batch = consumer
-            .batch()
-            .max_messages(room)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = tx
-                    .send(Err(transient(&url, "pull request failed", e)))
-                    .await;
-                return;
+                )));
             }
-        };
-        while let Some(item) = next(&mut batch).await {
-            match item {
-                Ok(message) => match tx.try_send(Ok(message)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(m)) => {
-                        // Cannot happen (this task is the only sender), but never drop one.
-                        if tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                },
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(transient(&url, "reading messages failed", e)))
-                        .await;
-                    return;
+            let pulled = consumer
+                .batch()
+                .max_messages(self.config.batch_size)
+                .expires(PULL_EXPIRES)
+                .messages();
+            let Some(batch) = unless_stopped(ctx, pulled).await else {
+                return Ok(());
+            };
+            let mut batch = batch.map_err(|e| transient(url, "pull request failed", e))?;
+            loop {
+                let message = match unless_stopped(ctx, next(&mut batch)).await {
+                    None => return Ok(()),
+                    Some(None) => break,
+                    Some(Some(Ok(message))) => message,
+                    Some(Some(Err(e))) => return Err(transient(url, "reading messages failed", e)),
+                };
+                let event = event(message, self.config.serde_type, settler);
+                if ctx.emit(event).await.is_err() {
+                    return Ok(());
                 }
             }
         }
@@ -281,13 +249,18 @@ async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
 }
 
-/// Acknowledges messages (publishes `+ACK` to their reply subjects), until every ack of the
-/// connection is done or dropped. A lost ack only means a redelivery, which dedup absorbs.
-async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Subject>) {
+/// Acknowledges messages (publishes `+ACK`, or `-NAK` for a released one, to their reply
+/// subjects), until every event of the run is settled. A lost ack only means a redelivery,
+/// which dedup absorbs.
+async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Settled<Subject>>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        for reply in batch.drain(..) {
-            if client.publish(reply, "+ACK".into()).await.is_err() {
+        for settled in batch.drain(..) {
+            let (reply, answer) = match settled {
+                Settled::Ack(reply) => (reply, "+ACK"),
+                Settled::Nack(reply) => (reply, "-NAK"),
+            };
+            if client.publish(reply, answer.into()).await.is_err() {
                 return;
             }
         }
@@ -300,7 +273,7 @@ async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Subject>) {
 pub(crate) fn event(
     message: jetstream::Message,
     serde_type: SerdeType,
-    ack_tx: &mpsc::UnboundedSender<Subject>,
+    settler: &Settler<Subject>,
 ) -> Event {
     let subject = message.subject.to_string();
     let mut headers = Map::new();
@@ -333,62 +306,17 @@ pub(crate) fn event(
         "timestamp".into(),
         timestamp.map(Value::from).unwrap_or(Value::Null),
     );
-    let reply = message.message.reply.clone();
-    let ack_tx = ack_tx.clone();
+    // No reply subject: not a JetStream message, nothing to acknowledge.
+    let ack = match message.message.reply.clone() {
+        Some(reply) => settler.ack(reply),
+        None => Ack::none(),
+    };
     Event {
         variables,
         dedup_key,
         key: None,
         partition: Some(subject),
         decode_error,
-        ack: Ack::on_recorded(move || {
-            if let Some(reply) = reply {
-                // If the ack task is gone, the server redelivers after the ack wait.
-                let _ = ack_tx.send(reply);
-            }
-        }),
-    }
-}
-
-/// A live JetStream consumer.
-pub struct NatsConnection {
-    rx: mpsc::Receiver<Result<jetstream::Message, SourceError>>,
-    pump: JoinHandle<()>,
-    ack_tx: mpsc::UnboundedSender<Subject>,
-    client: Client,
-    consumer: PullConsumer,
-    serde_type: SerdeType,
-}
-
-#[async_trait]
-impl PullConnection for NatsConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.rx.recv().await {
-            Some(Ok(message)) => Ok(event(message, self.serde_type, &self.ack_tx)),
-            Some(Err(e)) => Err(e),
-            None => Err(SourceError::Transient(
-                "the NATS reader stopped; reconnecting".into(),
-            )),
-        }
-    }
-
-    async fn backlog(&mut self) -> Option<u64> {
-        let info = tokio::time::timeout(Duration::from_secs(5), self.consumer.get_info())
-            .await
-            .ok()?
-            .ok()?;
-        Some(info.num_pending + self.rx.len() as u64)
-    }
-
-    async fn close(&mut self) {
-        // Messages handed out but not acknowledged are redelivered after the ack wait.
-        self.pump.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
-    }
-}
-
-impl Drop for NatsConnection {
-    fn drop(&mut self) {
-        self.pump.abort();
+        ack,
     }
 }

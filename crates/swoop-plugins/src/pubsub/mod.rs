@@ -26,7 +26,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{PubSubTriggerConfig, SerdeType};
-pub use source::{PubSubConnection, PubSubSource};
+pub use source::PubSubSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.gcp.pubsub.RealtimeTrigger";

@@ -5,14 +5,15 @@
 //! is on), then opens a streaming pull (google-cloud-pubsub's `Subscriber`, which extends the
 //! leases of the messages it handed out until they are acknowledged):
 //!
-//! - a spawned task (the pump) reads the stream and forwards every message into a small
-//!   bounded channel that [`PubSubConnection::next`] reads, so `next()` is cancel-safe and at
-//!   most [`MAX_OUTSTANDING`] messages are leased at once;
-//! - an event's ack acknowledges its message (`Handler::ack`) — only once the runtime has
-//!   stored the execution. An event dropped unacknowledged is nacked, and Pub/Sub delivers it
-//!   again; after a crash, the leases run out and Pub/Sub delivers the messages again;
-//! - the same task asks for the subscription every [`PROBE_INTERVAL`]: the client library
-//!   retries a broken stream by itself, silently, so the probe is what turns an outage into
+//! - `run` reads the stream and emits every message (waiting for an in-flight slot); at most
+//!   [`MAX_OUTSTANDING`] messages are leased at once;
+//! - an event's ack acknowledges its message (`Handler::ack`) once the runtime has stored the
+//!   execution; a released event (the trigger stopped first) is nacked (its ack deadline set to
+//!   0), and Pub/Sub delivers it again at once; after a crash, the leases run out and Pub/Sub
+//!   delivers the messages again;
+//! - on stop, `run` shuts the stream down, which waits for the last acknowledgements;
+//! - `run` asks for the subscription every [`PROBE_INTERVAL`]: the client library retries a
+//!   broken stream by itself, silently, so the probe is what turns an outage into
 //!   [`SourceError::Transient`] — the trigger's status shows it and the runtime reconnects
 //!   with backoff.
 //!
@@ -30,15 +31,9 @@ use google_cloud_pubsub::model::Message;
 use serde_json::{Map, Value};
 use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
 
-use crate::realtime::PullConnection;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
 use super::config::{EMULATOR_HOST_VARIABLE, PubSubTriggerConfig, SerdeType, full_name};
 use crate::props::error_chain;
 
-/// Messages waiting for the runtime.
-pub const CHANNEL_CAPACITY: usize = 64;
 /// Messages leased at once at most (the stream's flow control). The client library sends acks
 /// every 100 ms, and an acknowledged message stays leased until then: this bounds throughput at
 /// about ten times this figure per second.
@@ -221,12 +216,6 @@ async fn ensure_subscription(
 #[async_trait]
 impl RealtimeSource for PubSubSource {
     async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
-        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
-    }
-}
-
-impl PubSubSource {
-    async fn connect(&self, _consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let target = self.target()?;
         let subscription = target.subscription.clone();
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -255,71 +244,80 @@ impl PubSubSource {
             ))
         })??;
         let (admin, subscriber) = opened;
-        let stream = subscriber
+        let mut stream = subscriber
             .subscribe(subscription.clone())
             .set_max_outstanding_messages(MAX_OUTSTANDING)
             .set_max_lease_extension(LEASE_EXTENSION)
             .build();
-        let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let pump = tokio::spawn(pump(
-            stream,
-            admin,
-            subscription.clone(),
+        ctx.connected();
+        let result = read(
+            &ctx,
+            &mut stream,
+            &admin,
+            &subscription,
             self.config.serde_type,
-            events_tx,
-        ));
-        Ok(Box::new(PubSubConnection {
-            events: events_rx,
-            pump,
-            subscription,
-        }))
+        )
+        .await;
+        // Stops reading and waits for the acknowledgements of what was emitted.
+        if result.is_ok()
+            && !crate::realtime::settle_until_done(stream.shutdown_token().shutdown()).await
+        {
+            tracing::warn!(subscription = %subscription, "pubsub trigger: events not settled in time; Pub/Sub will deliver them again");
+        }
+        result
     }
 }
 
-/// Forwards the stream's messages as events, then its end (or an outage the probe noticed) as
-/// an error.
-async fn pump(
-    mut stream: google_cloud_pubsub::subscriber::MessageStream,
-    admin: SubscriptionAdmin,
-    subscription: String,
+/// Emits the stream's messages until the trigger stops (Ok), the stream ends or the probe
+/// notices an outage (Err).
+async fn read(
+    ctx: &SourceContext,
+    stream: &mut google_cloud_pubsub::subscriber::MessageStream,
+    admin: &SubscriptionAdmin,
+    subscription: &str,
     serde_type: SerdeType,
-    tx: mpsc::Sender<Result<Event, SourceError>>,
-) {
+) -> Result<(), SourceError> {
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probe.tick().await;
-    let end = loop {
+    loop {
         tokio::select! {
+            biased;
+            _ = ctx.stopped() => return Ok(()),
             next = stream.next() => match next {
                 Some(Ok((message, handler))) => {
-                    // Dropped unacknowledged, the handler nacks: Pub/Sub delivers the message again.
-                    let ack = Ack::on_recorded(move || handler.ack());
-                    if tx.send(Ok(event(serde_type, message, ack))).await.is_err() {
-                        return;
+                    let ack = Ack::new(move |outcome| {
+                        if outcome.is_recorded() {
+                            handler.ack()
+                        } else {
+                            handler.nack()
+                        }
+                    });
+                    if ctx.emit(event(serde_type, message, ack)).await.is_err() {
+                        return Ok(());
                     }
                 }
-                Some(Err(e)) => break transient(&subscription, "the stream stopped", e),
-                None => break SourceError::Transient(format!(
+                Some(Err(e)) => return Err(transient(subscription, "the stream stopped", e)),
+                None => return Err(SourceError::Transient(format!(
                     "Pub/Sub {subscription}: the stream ended"
-                )),
+                ))),
             },
             _ = probe.tick() => {
                 let asked = tokio::time::timeout(
                     PROBE_INTERVAL,
-                    admin.get_subscription().set_subscription(subscription.clone()).send(),
+                    admin.get_subscription().set_subscription(subscription).send(),
                 )
                 .await;
                 match asked {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => break transient(&subscription, "the subscription does not answer", e),
-                    Err(_) => break SourceError::Transient(format!(
+                    Ok(Err(e)) => return Err(transient(subscription, "the subscription does not answer", e)),
+                    Err(_) => return Err(SourceError::Transient(format!(
                         "Pub/Sub {subscription}: the subscription did not answer within {PROBE_INTERVAL:?}"
-                    )),
+                    ))),
                 }
             }
         }
-    };
-    let _ = tx.send(Err(end)).await;
+    }
 }
 
 /// The event of one message (its variables are Kestra's outputs).
@@ -364,33 +362,6 @@ fn event(serde_type: SerdeType, message: Message, ack: Ack) -> Event {
         partition: ordering_key,
         decode_error,
         ack,
-    }
-}
-
-/// A live Pub/Sub trigger.
-pub struct PubSubConnection {
-    events: mpsc::Receiver<Result<Event, SourceError>>,
-    pump: JoinHandle<()>,
-    subscription: String,
-}
-
-#[async_trait]
-impl PullConnection for PubSubConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.events.recv().await {
-            Some(result) => result,
-            None => Err(SourceError::Transient(format!(
-                "Pub/Sub {}: the stream stopped; reconnecting",
-                self.subscription
-            ))),
-        }
-    }
-}
-
-impl Drop for PubSubConnection {
-    fn drop(&mut self) {
-        // Messages the pump holds or has queued are nacked as they drop, and delivered again.
-        self.pump.abort();
     }
 }
 

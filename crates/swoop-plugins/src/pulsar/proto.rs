@@ -472,9 +472,10 @@ impl BaseCommand {
             t::SUCCESS => self.success.as_ref().map(|c| c.request_id),
             t::ERROR => self.error.as_ref().map(|c| c.request_id),
             t::PRODUCER_SUCCESS => self.producer_success.as_ref().map(|c| c.request_id),
-            t::PARTITIONED_METADATA_RESPONSE => {
-                self.partition_metadata_response.as_ref().map(|c| c.request_id)
-            }
+            t::PARTITIONED_METADATA_RESPONSE => self
+                .partition_metadata_response
+                .as_ref()
+                .map(|c| c.request_id),
             t::LOOKUP_RESPONSE => self.lookup_topic_response.as_ref().map(|c| c.request_id),
             t::GET_TOPICS_OF_NAMESPACE_RESPONSE => self
                 .get_topics_of_namespace_response
@@ -659,7 +660,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
         for (i, slot) in table.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82f6_3b78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82f6_3b78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -760,9 +765,15 @@ mod tests {
         }
         let mut batch = batch.freeze();
         let (m, p) = next_in_batch(&mut batch).unwrap();
-        assert_eq!((m.partition_key.as_deref(), &p[..]), (Some("a"), &b"one"[..]));
+        assert_eq!(
+            (m.partition_key.as_deref(), &p[..]),
+            (Some("a"), &b"one"[..])
+        );
         let (m, p) = next_in_batch(&mut batch).unwrap();
-        assert_eq!((m.partition_key.as_deref(), &p[..]), (Some("b"), &b"two!"[..]));
+        assert_eq!(
+            (m.partition_key.as_deref(), &p[..]),
+            (Some("b"), &b"two!"[..])
+        );
         assert!(batch.is_empty());
         assert!(next_in_batch(&mut batch).is_err());
     }

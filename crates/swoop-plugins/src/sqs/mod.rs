@@ -27,7 +27,7 @@ use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
 use crate::realtime::FromTriggerProperties;
 
 pub use config::{SerdeType, SqsTriggerConfig};
-pub use source::{SqsConnection, SqsSource};
+pub use source::SqsSource;
 
 /// The trigger's type name.
 pub const REALTIME_TRIGGER: &str = "io.kestra.plugin.aws.sqs.RealtimeTrigger";

@@ -3,13 +3,14 @@
 //! Each connection builds an SDK client (the dynamic properties rendered now, so a rotated
 //! secret is picked up on reconnect), checks that the queue answers, then runs:
 //!
-//! - [`POLLERS`] long-polling loops (`ReceiveMessage`). A loop asks SQS for a batch only once
-//!   the connection's bounded channel has room for a whole batch (`reserve_many`): what swoop
-//!   holds stays bounded whatever the queue holds, and the channel makes `next()` cancel-safe;
-//! - a delete task: an event's ack sends its receipt handle there, and it deletes messages in
-//!   batches of up to 10 (`DeleteMessageBatch`) — only once the runtime has stored the
-//!   execution. A message never deleted (crash, lost connection) becomes visible again after
-//!   `visibilityTimeout` and is received again.
+//! - `run` keeps [`POLLERS`] long polls (`ReceiveMessage`) going, and emits the messages of
+//!   each batch as it comes (waiting for an in-flight slot; meanwhile no new poll starts: what
+//!   swoop holds stays bounded, at most [`POLLERS`] batches, whatever the queue holds);
+//! - a settling task ([`Settler`]): an event's ack sends its receipt handle there, and it
+//!   deletes messages in batches of up to 10 (`DeleteMessageBatch`) once the runtime has stored
+//!   the execution, or makes a released one (the trigger stopped first) visible again at once
+//!   (`ChangeMessageVisibilityBatch` to 0). A message never deleted (crash, lost connection)
+//!   becomes visible again after `visibilityTimeout` and is received again.
 //!
 //! Any SQS error ends the connection with [`SourceError::Transient`] (the SDK has retried it
 //! `clientRetryMaxAttempts` times already); the runtime reconnects with backoff. A template
@@ -26,17 +27,19 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{Credentials, Region};
+use aws_sdk_sqs::operation::receive_message::{ReceiveMessageError, ReceiveMessageOutput};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 use base64::Engine;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value};
 use swoop_core::realtime::{Ack, Event, RealtimeSource, SourceContext, SourceError};
-
-use crate::realtime::PullConnection;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use crate::realtime::{Settled, Settler, unless_stopped};
 
 use super::config::{SerdeType, SqsTriggerConfig, region_of_queue_url};
 use crate::props::error_chain;
@@ -47,8 +50,8 @@ pub const POLLERS: usize = 4;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// SQS's largest batch for `DeleteMessageBatch` and `ChangeMessageVisibilityBatch`.
 const SQS_BATCH: usize = 10;
-/// Receipt handles taken per wake-up of the delete task at most.
-const DELETE_BATCH: usize = 100;
+/// Receipt handles taken per wake-up of the settling task at most.
+const SETTLE_BATCH: usize = 100;
 
 /// A configured SQS realtime trigger.
 pub struct SqsSource {
@@ -132,12 +135,6 @@ fn transient(queue_url: &str, what: &str, e: impl std::error::Error + 'static) -
 #[async_trait]
 impl RealtimeSource for SqsSource {
     async fn run(&self, ctx: SourceContext) -> Result<(), SourceError> {
-        crate::realtime::run_pull(self.connect(ctx.consumer_name()).await, ctx).await
-    }
-}
-
-impl SqsSource {
-    async fn connect(&self, _consumer_name: &str) -> Result<Box<dyn PullConnection>, SourceError> {
         let (client, queue_url) = self.client().await?;
         // Fail now, with the reason, if the queue or the credentials are wrong.
         tokio::time::timeout(CONNECT_TIMEOUT, queue_depth(&client, &queue_url))
@@ -154,28 +151,64 @@ impl SqsSource {
                     e,
                 )
             })?;
+        ctx.connected();
+        let probed = (client.clone(), queue_url.clone());
+        ctx.watch_backlog(crate::realtime::backlog_probe(move || {
+            let (client, queue_url) = probed.clone();
+            async move { queue_depth(&client, &queue_url).await.ok() }
+        }));
 
-        let batch = usize::from(self.config.max_number_of_message);
-        let (events_tx, events_rx) = mpsc::channel(POLLERS * batch);
-        let (delete_tx, delete_rx) = mpsc::unbounded_channel();
+        let (settler, settlements) = crate::realtime::settlements();
+        let settling = tokio::spawn(settle_loop(client.clone(), queue_url.clone(), settlements));
         let receive = Receive {
-            client: client.clone(),
+            client,
             queue_url: queue_url.clone(),
-            batch,
+            batch: i32::from(self.config.max_number_of_message),
             wait_seconds: self.config.wait_time.as_secs() as i32,
             visibility_timeout: self.config.visibility_timeout_seconds as i32,
-            serde_type: self.config.serde_type,
         };
-        let pollers = (0..POLLERS)
-            .map(|_| tokio::spawn(receive.clone().run(events_tx.clone(), delete_tx.clone())))
-            .collect();
-        tokio::spawn(delete_loop(client.clone(), queue_url.clone(), delete_rx));
-        Ok(Box::new(SqsConnection {
-            events: events_rx,
-            pollers,
-            client,
-            queue_url,
-        }))
+        let result = self.read(&ctx, &receive, &settler).await;
+        drop(settler);
+        if result.is_ok() && !crate::realtime::settle_until_done(settling).await {
+            tracing::warn!(queue_url = %queue_url, "sqs trigger: events not settled in time; SQS will deliver them again");
+        }
+        result
+    }
+}
+
+impl SqsSource {
+    /// Emits the messages of the long polls until the trigger stops (Ok) or SQS fails (Err).
+    async fn read(
+        &self,
+        ctx: &SourceContext,
+        receive: &Receive,
+        settler: &Settler<String>,
+    ) -> Result<(), SourceError> {
+        let mut polls: FuturesUnordered<_> = (0..POLLERS).map(|_| receive.call()).collect();
+        loop {
+            // A long poll is always going: `polls` is never empty.
+            let Some(Some(received)) = unless_stopped(ctx, polls.next()).await else {
+                return Ok(());
+            };
+            let received = received
+                .map_err(|e| transient(&receive.queue_url, "cannot receive messages", e))?;
+            // Events first: those not emitted are released (made visible again) as they drop.
+            let events: Vec<Event> = received
+                .messages
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|message| {
+                    let handle = message.receipt_handle()?.to_string();
+                    Some(event(self.config.serde_type, message, settler.ack(handle)))
+                })
+                .collect();
+            for event in events {
+                if ctx.emit(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            polls.push(receive.call());
+        }
     }
 }
 
@@ -202,133 +235,121 @@ async fn queue_depth(
         .unwrap_or(0))
 }
 
-/// One received message on its way to the runtime.
-struct Received {
-    event: Event,
-    receipt_handle: String,
-}
-
-/// One long-polling loop.
-#[derive(Clone)]
+/// How the long polls ask.
 struct Receive {
     client: Client,
     queue_url: String,
-    batch: usize,
+    batch: i32,
     wait_seconds: i32,
     visibility_timeout: i32,
-    serde_type: SerdeType,
 }
 
 impl Receive {
-    async fn run(
-        self,
-        tx: mpsc::Sender<Result<Received, SourceError>>,
-        delete_tx: mpsc::UnboundedSender<String>,
-    ) {
-        loop {
-            // Room for a whole batch first: SQS hides what it hands out, so take only what
-            // the runtime can take.
-            let Ok(mut permits) = tx.reserve_many(self.batch).await else {
-                return;
-            };
-            let received = self
-                .client
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(self.batch as i32)
-                .wait_time_seconds(self.wait_seconds)
-                .visibility_timeout(self.visibility_timeout)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await;
-            match received {
-                Ok(out) => {
-                    for message in out.messages.unwrap_or_default() {
-                        let Some(receipt_handle) = message.receipt_handle().map(str::to_string)
-                        else {
-                            continue;
-                        };
-                        let Some(permit) = permits.next() else {
-                            // More than asked for: left to become visible again.
-                            break;
-                        };
-                        let event = event(
-                            self.serde_type,
-                            &message,
-                            receipt_handle.clone(),
-                            delete_tx.clone(),
-                        );
-                        permit.send(Ok(Received {
-                            event,
-                            receipt_handle,
-                        }));
-                    }
-                }
-                Err(e) => {
-                    if let Some(permit) = permits.next() {
-                        permit.send(Err(transient(
-                            &self.queue_url,
-                            "cannot receive messages",
-                            e,
-                        )));
-                    }
-                    return;
-                }
-            }
-        }
+    fn call(
+        &self,
+    ) -> impl Future<
+        Output = Result<ReceiveMessageOutput, aws_sdk_sqs::error::SdkError<ReceiveMessageError>>,
+    > + use<> {
+        self.client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(self.batch)
+            .wait_time_seconds(self.wait_seconds)
+            .visibility_timeout(self.visibility_timeout)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
     }
 }
 
-/// Deletes acknowledged messages, in batches, until every ack of the connection is done or
-/// dropped.
-async fn delete_loop(client: Client, queue_url: String, mut rx: mpsc::UnboundedReceiver<String>) {
-    let mut handles = Vec::with_capacity(DELETE_BATCH);
-    while rx.recv_many(&mut handles, DELETE_BATCH).await > 0 {
-        let calls = handles.chunks(SQS_BATCH).map(|chunk| {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, handle)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(handle)
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            client
-                .delete_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(entries))
-                .send()
-        });
-        for result in futures::future::join_all(calls).await {
-            let failed = match result {
-                Ok(out) => out
-                    .failed()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default()))
-                    .collect::<Vec<_>>(),
-                Err(e) => vec![error_chain(&e)],
-            };
-            if !failed.is_empty() {
-                // The messages become visible again; their executions exist, so receiving
-                // them again creates nothing new.
-                tracing::warn!(queue_url = %queue_url, errors = ?failed, "sqs trigger: cannot delete handled messages; SQS will deliver them again, and swoop will skip them");
-            }
+/// Deletes acknowledged messages and makes released ones visible again, in batches, until
+/// every event of the run is settled.
+async fn settle_loop(
+    client: Client,
+    queue_url: String,
+    mut rx: mpsc::UnboundedReceiver<Settled<String>>,
+) {
+    let mut settled = Vec::with_capacity(SETTLE_BATCH);
+    while rx.recv_many(&mut settled, SETTLE_BATCH).await > 0 {
+        let (acked, released): (Vec<_>, Vec<_>) = settled
+            .drain(..)
+            .partition(|s| matches!(s, Settled::Ack(_)));
+        let handles = |s: Vec<Settled<String>>| -> Vec<String> {
+            s.into_iter()
+                .map(|(Settled::Ack(h) | Settled::Nack(h))| h)
+                .collect()
+        };
+        let failed = delete(&client, &queue_url, &handles(acked)).await;
+        if !failed.is_empty() {
+            // The messages become visible again; their executions exist, so receiving
+            // them again creates nothing new.
+            tracing::warn!(queue_url = %queue_url, errors = ?failed, "sqs trigger: cannot delete handled messages; SQS will deliver them again, and swoop will skip them");
         }
-        handles.clear();
+        release(&client, &queue_url, &handles(released)).await;
     }
+}
+
+/// Deletes these messages; the errors.
+async fn delete(client: &Client, queue_url: &str, handles: &[String]) -> Vec<String> {
+    let calls = handles.chunks(SQS_BATCH).map(|chunk| {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+    });
+    let mut failed = Vec::new();
+    for result in futures::future::join_all(calls).await {
+        match result {
+            Ok(out) => failed.extend(
+                out.failed()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default())),
+            ),
+            Err(e) => failed.push(error_chain(&e)),
+        }
+    }
+    failed
+}
+
+/// Makes these messages visible again at once, instead of after `visibilityTimeout` (best
+/// effort: what is not released becomes visible after `visibilityTimeout`).
+async fn release(client: &Client, queue_url: &str, handles: &[String]) {
+    let calls = handles.chunks(SQS_BATCH).map(|chunk| {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .build()
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        client
+            .change_message_visibility_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(calls)).await;
 }
 
 /// The event of one message (its variables are Kestra's outputs, plus the attributes).
-fn event(
-    serde_type: SerdeType,
-    message: &Message,
-    receipt_handle: String,
-    delete_tx: mpsc::UnboundedSender<String>,
-) -> Event {
+fn event(serde_type: SerdeType, message: &Message, ack: Ack) -> Event {
     let (data, decode_error) =
         serde_type.decode(message.body().unwrap_or_default().as_bytes(), "the message");
     let system = |name: MessageSystemAttributeName| {
@@ -378,10 +399,7 @@ fn event(
         key: group_id.clone(),
         partition: group_id,
         decode_error,
-        ack: Ack::on_recorded(move || {
-            // If the delete task is gone, the message becomes visible again and is skipped.
-            let _ = delete_tx.send(receipt_handle);
-        }),
+        ack,
     }
 }
 
@@ -393,83 +411,6 @@ fn attribute_value(value: &MessageAttributeValue) -> Value {
             Value::String(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()))
         }
         (None, None) => Value::Null,
-    }
-}
-
-/// A live SQS trigger.
-pub struct SqsConnection {
-    events: mpsc::Receiver<Result<Received, SourceError>>,
-    pollers: Vec<JoinHandle<()>>,
-    client: Client,
-    queue_url: String,
-}
-
-#[async_trait]
-impl PullConnection for SqsConnection {
-    async fn next(&mut self) -> Result<Event, SourceError> {
-        match self.events.recv().await {
-            Some(Ok(received)) => Ok(received.event),
-            Some(Err(e)) => Err(e),
-            None => Err(SourceError::Transient(format!(
-                "SQS queue {}: the receivers stopped; reconnecting",
-                self.queue_url
-            ))),
-        }
-    }
-
-    async fn backlog(&mut self) -> Option<u64> {
-        let depth = tokio::time::timeout(
-            Duration::from_secs(5),
-            queue_depth(&self.client, &self.queue_url),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        Some(depth + self.events.len() as u64)
-    }
-
-    /// Stops receiving and makes the messages received but not handed out visible again at
-    /// once, instead of after `visibilityTimeout`.
-    async fn close(&mut self) {
-        for poller in &self.pollers {
-            poller.abort();
-        }
-        let mut handles = Vec::new();
-        while let Ok(item) = self.events.try_recv() {
-            if let Ok(received) = item {
-                handles.push(received.receipt_handle);
-            }
-        }
-        let calls = handles.chunks(SQS_BATCH).map(|chunk| {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, handle)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(handle)
-                        .visibility_timeout(0)
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            self.client
-                .change_message_visibility_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-        });
-        // Best effort: what is not released becomes visible after `visibilityTimeout`.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(calls)).await;
-    }
-}
-
-impl Drop for SqsConnection {
-    fn drop(&mut self) {
-        for poller in &self.pollers {
-            poller.abort();
-        }
     }
 }
 
@@ -504,8 +445,8 @@ mod tests {
                     .unwrap(),
             )
             .build();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let e = event(SerdeType::Json, &message, "rh-1".into(), tx);
+        let (settler, mut rx) = crate::realtime::settlements();
+        let e = event(SerdeType::Json, &message, settler.ack("rh-1".to_string()));
         assert_eq!(e.variables["data"], json!({"id": 1}));
         assert_eq!(e.variables["messageId"], "m-1");
         assert_eq!(e.variables["groupId"], "g");
@@ -522,7 +463,7 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("g"));
         assert!(e.decode_error.is_none());
         e.ack.settle(swoop_core::realtime::Outcome::Created);
-        assert_eq!(rx.try_recv().unwrap(), "rh-1");
+        assert_eq!(rx.try_recv().unwrap(), Settled::Ack("rh-1".to_string()));
     }
 
     #[test]
@@ -531,8 +472,7 @@ mod tests {
             .message_id("m-2")
             .body("this is { not json")
             .build();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let e = event(SerdeType::Json, &message, "rh".into(), tx);
+        let e = event(SerdeType::Json, &message, Ack::none());
         assert_eq!(e.variables["data"], "this is { not json");
         assert!(e.decode_error.unwrap().contains("not valid JSON"));
         assert_eq!(e.variables["attributes"], json!({}));

@@ -161,3 +161,36 @@ pub async fn produce(producer: &FutureProducer, topic: &str, partitions: i32, va
         }
     }
 }
+
+/// A broker with a runtime of its own, for the blocking conformance fixtures of the sources
+/// that read Kafka topics (topics of 2 partitions; payloads produced as text).
+pub struct TopicServer {
+    pub broker: Broker,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TopicServer {
+    pub fn start() -> TopicServer {
+        TopicServer {
+            broker: Broker::start(),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    pub fn create_topic(&self, topic: &str) {
+        self.rt.block_on(self.broker.create_topic(topic, 2));
+    }
+
+    pub fn publish(&self, topic: &str, payloads: &[Vec<u8>]) {
+        let values: Vec<String> = payloads
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        self.rt
+            .block_on(produce(&self.broker.producer(), topic, 2, &values));
+    }
+}

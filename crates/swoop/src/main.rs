@@ -3,6 +3,8 @@
 mod bench;
 #[cfg(feature = "kafka")]
 mod bench_kafka;
+#[cfg(feature = "kafka")]
+mod bench_kafka_drain;
 mod flow_cmd;
 
 use std::net::SocketAddr;
@@ -61,6 +63,9 @@ enum BenchKind {
     /// Kafka records → executions against a running broker, next to a bare consumer.
     #[cfg(feature = "kafka")]
     Kafka(bench_kafka::KafkaBenchArgs),
+    /// A Kafka backlog drained by swoop, next to a hand-rolled consumer doing the same work.
+    #[cfg(feature = "kafka")]
+    KafkaDrain(bench_kafka_drain::KafkaDrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +155,8 @@ fn main() -> ExitCode {
                     Some(BenchKind::Engine(args)) => bench::run(args).await,
                     #[cfg(feature = "kafka")]
                     Some(BenchKind::Kafka(args)) => bench_kafka::run(args).await,
+                    #[cfg(feature = "kafka")]
+                    Some(BenchKind::KafkaDrain(args)) => bench_kafka_drain::run(args).await,
                 };
                 done.map(|()| ExitCode::SUCCESS)
             }

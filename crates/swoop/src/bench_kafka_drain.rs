@@ -183,9 +183,8 @@ async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
     );
     for e in &all {
         let created = e.state.histories[0].date;
-        first_created = Some(first_created.map_or(created, |f: chrono::DateTime<chrono::Utc>| {
-            f.min(created)
-        }));
+        first_created =
+            Some(first_created.map_or(created, |f: chrono::DateTime<chrono::Utc>| f.min(created)));
         last_end = last_end.max(e.state.end_date());
     }
     engine.shutdown().await;

@@ -712,6 +712,9 @@ impl Pump {
         let mut emitting: Option<Emitting> = None;
         // Since when the event being emitted waits for a slot.
         let mut waiting_since = tokio::time::Instant::now();
+        // Made once, not once per round: each round of the loop is one record or one emit.
+        let stopped = ctx.stopped();
+        tokio::pin!(stopped);
         loop {
             if emitting.is_none() {
                 emitting = self.next_emit(ctx);
@@ -723,7 +726,7 @@ impl Pump {
             let pause_at = waiting_since + self.pause_after;
             let step = tokio::select! {
                 biased;
-                _ = ctx.stopped() => Step::Stop,
+                _ = &mut stopped => Step::Stop,
                 _ = tick.tick() => Step::Tick,
                 r = async { emitting.as_mut().expect("guarded by the condition").await }, if emitting.is_some() => Step::Emitted(r),
                 _ = tokio::time::sleep_until(pause_at), if emitting.is_some() && !self.paused => Step::Pause,

@@ -46,7 +46,7 @@ pub struct KafkaBenchArgs {
     max_in_flight: usize,
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -119,6 +119,45 @@ async fn floor(args: &KafkaBenchArgs, topic: &str, n: usize) -> anyhow::Result<V
     Ok(out)
 }
 
+/// Creates `topic` with `partitions` partitions (replication 1).
+pub(crate) async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("create topic")?;
+    Ok(())
+}
+
+/// Waits until `n` executions have ended, counted from the engine's events (the bench does not
+/// poll the store while it measures).
+pub(crate) async fn wait_ended(
+    events: &mut tokio::sync::broadcast::Receiver<swoop_engine::ExecutionEvent>,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ended = 0usize;
+    while ended < n {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) if ev.state.is_terminal() => ended += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                anyhow::bail!("the bench's event listener lagged by {n} events")
+            }
+            Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
+            Err(_) => anyhow::bail!("only {ended} of {n} executions ended in {timeout:?}"),
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
@@ -146,21 +185,10 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
             },
             now_us()
         );
-        admin
-            .create_topics(
-                &[NewTopic::new(
-                    &topic,
-                    args.partitions,
-                    TopicReplication::Fixed(1),
-                )],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .context("create topic")?;
+        create_topic(&admin, &topic, args.partitions).await?;
         let scratch = tempfile::tempdir()?;
         let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
         let mut events = engine.subscribe();
-        let mut ended = 0usize;
         engine.put_flow(&flow(&args, &topic)).await?;
         let floor_task = {
             let args_bootstrap = args.bootstrap.clone();
@@ -204,20 +232,7 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
 
         // Wait until every record's execution ended: counted from the engine's events, so the
         // bench does not poll the store while it measures.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-        while ended < args.records {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Ok(ev)) if ev.state.is_terminal() => ended += 1,
-                Ok(Ok(_)) => {}
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                    anyhow::bail!("the bench's event listener lagged by {n} events")
-                }
-                Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
-                Err(_) => {
-                    anyhow::bail!("only {ended} of {} executions ended in 300 s", args.records)
-                }
-            }
-        }
+        wait_ended(&mut events, args.records, Duration::from_secs(300)).await?;
         engine.store().flush().await?;
         let drained_in = started.elapsed();
         let mut to_created = Vec::new();

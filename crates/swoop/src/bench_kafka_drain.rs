@@ -15,18 +15,19 @@
 //! It prints both rates and their ratio, and the peak RSS.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use swoop_store::SyncMode;
 
 use crate::bench::peak_rss_mib;
+use crate::bench_kafka::{create_topic, now_us, wait_ended};
 
 #[derive(clap::Args)]
 pub struct KafkaDrainArgs {
@@ -39,13 +40,6 @@ pub struct KafkaDrainArgs {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 fn flow(bootstrap: &str, topic: &str) -> String {
@@ -74,17 +68,7 @@ async fn produce(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration>
         .set("bootstrap.servers", &args.bootstrap)
         .create()
         .context("admin client")?;
-    admin
-        .create_topics(
-            &[NewTopic::new(
-                topic,
-                args.partitions,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .context("create topic")?;
+    create_topic(&admin, topic, args.partitions).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .set("linger.ms", "5")
@@ -158,19 +142,7 @@ async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
     let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
     let mut events = engine.subscribe();
     engine.put_flow(&flow(&args.bootstrap, topic)).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    let mut ended = 0usize;
-    while ended < args.records {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ev)) if ev.state.is_terminal() => ended += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                anyhow::bail!("the bench's event listener lagged by {n} events")
-            }
-            Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
-            Err(_) => anyhow::bail!("only {ended} of {} executions ended in 600 s", args.records),
-        }
-    }
+    wait_ended(&mut events, args.records, Duration::from_secs(600)).await?;
     engine.store().flush().await?;
     let mut first_created = None;
     let mut last_end = None;

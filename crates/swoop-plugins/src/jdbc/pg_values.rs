@@ -156,15 +156,7 @@ fn numeric_text(raw: &[u8]) -> Result<String, Box<dyn StdError + Sync + Send>> {
 }
 
 fn uuid_text(b: [u8; 16]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Uuid::from_bytes(b).hyphenated().to_string()
 }
 
 fn be_i64(raw: &[u8], at: usize) -> Result<i64, Box<dyn StdError + Sync + Send>> {

@@ -295,15 +295,7 @@ pub fn boundary(e: &Event, current: Option<&Txn>) -> Boundary {
 }
 
 fn uuid_text(sid: &[u8; 16]) -> String {
-    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Uuid::from_bytes(*sid).hyphenated().to_string()
 }
 
 /// Whether this event type carries rows in a form this reader cannot decode (MariaDB's
@@ -359,6 +351,18 @@ pub fn file_name(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gtid_source_ids_are_hyphenated_lowercase() {
+        let sid = [
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ];
+        assert_eq!(
+            super::uuid_text(&sid),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+    }
+
     #[test]
     fn rotate_names_lose_a_trailing_checksum() {
         assert_eq!(

@@ -5,65 +5,30 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use swoop_core::realtime::{Outcome, RealtimeSource, SourceContext};
 
 use super::{EventHubsSource, EventHubsTriggerConfig};
+use crate::kafka::mock_tests::{committed, produce, rec};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn produce(bootstrap: &str, records: &[(&str, &str)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("producer");
-    for (key, body) in records {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "source",
-            value: Some("web"),
-        });
-        let record = FutureRecord::to("orders")
-            .partition(0)
-            .key(*key)
-            .payload(*body)
-            .headers(headers);
-        producer
-            .send(record, Duration::from_secs(5))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
-    }
-    producer.flush(Duration::from_secs(5)).expect("flushed");
-}
-
-fn committed(bootstrap: &str, group: &str) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("orders", 0);
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    match got.find_partition("orders", 0).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => Some(o),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_come_out_in_event_hubs_shape_and_acks_are_checkpoints() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("orders", 1, 1).expect("topic");
     let bootstrap = cluster.bootstrap_servers();
-    produce(&bootstrap, &[("c1", r#"{"n": 0}"#), ("c2", "not json")]).await;
+    let headers = [("source", "web")];
+    produce(
+        &bootstrap,
+        "orders",
+        &[
+            rec(0, "c1", r#"{"n": 0}"#, &headers),
+            rec(0, "c2", "not json", &headers),
+        ],
+    )
+    .await;
 
     let config = EventHubsTriggerConfig::from_json(&json!({
         "eventHubName": "orders",
@@ -118,5 +83,8 @@ async fn events_come_out_in_event_hubs_shape_and_acks_are_checkpoints() {
         .expect("no panic")
         .expect("a clean stop");
     // Both acknowledged: the group's committed offset (Event Hubs' checkpoint) is past them.
-    assert_eq!(committed(&bootstrap, "$Default"), Some(2));
+    assert_eq!(
+        committed(&bootstrap, "$Default", "orders", 1),
+        vec![Some(2)]
+    );
 }

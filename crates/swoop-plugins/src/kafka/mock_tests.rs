@@ -25,14 +25,14 @@ use super::{KafkaSource, KafkaTriggerConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Rec<'a> {
+pub(crate) struct Rec<'a> {
     partition: i32,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
     headers: &'a [(&'a str, &'a str)],
 }
 
-fn rec<'a>(
+pub(crate) fn rec<'a>(
     partition: i32,
     key: &'a str,
     value: &'a str,
@@ -46,7 +46,7 @@ fn rec<'a>(
     }
 }
 
-async fn produce(bootstrap: &str, topic: &str, records: &[Rec<'_>]) {
+pub(crate) async fn produce(bootstrap: &str, topic: &str, records: &[Rec<'_>]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -177,7 +177,12 @@ async fn next(conn: &mut Conn) -> Event {
 }
 
 /// The committed offsets of `group` for `topic`'s partitions 0..n.
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+pub(crate) fn committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)

@@ -64,7 +64,7 @@ pub fn register(registry: &mut Registry) {
 }
 
 #[cfg(test)]
-mod mock_tests;
+pub(crate) mod mock_tests;
 
 #[cfg(all(test, feature = "core"))]
 mod tests {

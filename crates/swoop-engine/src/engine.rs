@@ -3,11 +3,12 @@
 //! resumes every unfinished execution at start, kills and restarts them, and keeps each flow's
 //! triggers running (see [`crate::triggers`]).
 //!
-//! Running executions live in memory ([`LiveExecution`]) and are saved to the store on every
-//! change in the background (coalesced by the store's group commit); an execution's creation and
-//! its end are saved durably before anyone is told.
+//! Running executions live in memory ([`LiveExecution`]); their in-between states are saved in
+//! the background, coalesced (see [`crate::saver`]); an execution's creation and its end are
+//! saved durably before anyone is told.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{EngineError, EngineResult};
 use crate::executor::Run;
 use crate::inputs::resolve_inputs;
+use crate::saver::BackgroundSaver;
 use crate::triggers::TriggerSupervisor;
 
 /// How long `shutdown` lets running executions end before leaving them to the next start.
@@ -39,6 +41,10 @@ pub type FlowKey = (String, String);
 pub struct LiveExecution {
     pub execution: Mutex<Execution>,
     pub cancel: CancellationToken,
+    /// Changed since its last save; saved by the [`BackgroundSaver`] unless it ends first.
+    pub(crate) unsaved: AtomicBool,
+    /// Held while a save of this execution is handed to the store: keeps saves in order.
+    pub(crate) save_order: tokio::sync::Mutex<()>,
 }
 
 /// Something changed in an execution (its state or one of its task runs).
@@ -103,6 +109,8 @@ pub struct Engine {
     pub(crate) storage: Arc<dyn InternalStorage>,
     /// Clients and pools shared by every execution on this node.
     pub(crate) resources: Arc<SharedResources>,
+    /// Writes running executions' in-between states, coalesced.
+    pub(crate) saver: Arc<BackgroundSaver>,
     me: Weak<Engine>,
 }
 
@@ -135,8 +143,15 @@ impl Engine {
             shutdown: CancellationToken::new(),
             storage,
             resources: Arc::new(SharedResources::new()),
+            saver: Arc::new(BackgroundSaver::default()),
             me: me.clone(),
         });
+        tokio::spawn(
+            engine
+                .saver
+                .clone()
+                .run(engine.store.clone(), engine.shutdown.clone()),
+        );
         for record in engine.store.list_flows().await? {
             match engine.parse_record(&record) {
                 Ok(flow) => {
@@ -191,6 +206,7 @@ impl Engine {
                 "shutting down with executions running: they resume at the next start"
             );
         }
+        self.saver.save_pending(self.store.as_ref()).await;
         let _ = self.store.flush().await;
     }
 
@@ -383,7 +399,7 @@ impl Engine {
         flow: &Arc<Flow>,
         request: NewExecution,
     ) -> EngineResult<Execution> {
-        match self.submit(flow, request, &mut None).await? {
+        match self.submit(flow, &request, &mut None).await? {
             Submitted::Created(execution) => Ok(*execution),
             Submitted::Duplicate(id) => self.get_execution(&id).await,
         }
@@ -395,7 +411,7 @@ impl Engine {
     pub(crate) async fn submit(
         &self,
         flow: &Arc<Flow>,
-        request: NewExecution,
+        request: &NewExecution,
         hold: &mut Option<Hold>,
     ) -> EngineResult<Submitted> {
         if self.shutdown.is_cancelled() {
@@ -438,19 +454,19 @@ impl Engine {
                 value: value.clone(),
             })
             .collect();
-        for label in request.labels {
+        for label in &request.labels {
             execution.labels.retain(|l| l.key != label.key);
-            execution.labels.push(label);
+            execution.labels.push(label.clone());
         }
-        execution.trigger = request.trigger;
-        execution.parent_execution_id = request.parent_execution_id;
-        if let Some(error) = request.failed {
-            execution.error = Some(error);
+        execution.trigger = request.trigger.clone();
+        execution.parent_execution_id = request.parent_execution_id.clone();
+        if let Some(error) = &request.failed {
+            execution.error = Some(error.clone());
             execution.state.transition(State::Failed);
         }
         match self
             .store
-            .create_execution(&execution, request.dedup)
+            .create_execution(&execution, request.dedup.clone())
             .await?
         {
             Created::Created => {
@@ -473,10 +489,10 @@ impl Engine {
     pub(crate) async fn admit(
         &self,
         flow: &Arc<Flow>,
-        request: NewExecution,
+        request: &NewExecution,
         hold: &mut Option<Hold>,
     ) -> Admission {
-        let error = match self.submit(flow, request.clone(), hold).await {
+        let error = match self.submit(flow, request, hold).await {
             Ok(submitted) => return Admission::Admitted(submitted),
             Err(EngineError::ShuttingDown) => return Admission::ShuttingDown,
             Err(e @ (EngineError::Store(_) | EngineError::Storage(_))) => {
@@ -490,9 +506,9 @@ impl Engine {
                 "the event cannot start an execution of flow `{}.{}`: {reason}",
                 flow.namespace, flow.id
             )),
-            ..request
+            ..request.clone()
         };
-        match self.submit(flow, failed, hold).await {
+        match self.submit(flow, &failed, hold).await {
             Ok(_) => Admission::Rejected(reason),
             Err(EngineError::ShuttingDown) => Admission::ShuttingDown,
             Err(e) => Admission::RetryLater(e),
@@ -506,6 +522,8 @@ impl Engine {
             // Not a child of the engine's shutdown: stopping the engine must not kill
             // executions, which resume at the next start.
             cancel: CancellationToken::new(),
+            unsaved: AtomicBool::new(false),
+            save_order: tokio::sync::Mutex::new(()),
         });
         self.live.lock().insert(execution.id.clone(), live.clone());
         let engine = self.arc();

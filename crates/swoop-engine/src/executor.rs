@@ -8,6 +8,7 @@
 //! that were running run again (at-least-once), nothing else changes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -113,21 +114,11 @@ impl Run {
         self.engine.notify(&id, state);
     }
 
-    /// Saves the execution as it is now and tells subscribers.
-    async fn save(&self, durability: Durability) {
-        let (snapshot, state) = {
-            let e = self.live.execution.lock();
-            (e.clone(), e.state.current)
-        };
-        if let Err(e) = self
-            .engine
-            .store
-            .save_execution(&snapshot, durability)
-            .await
-        {
-            tracing::error!(execution = %snapshot.id, error = %e, "cannot save execution");
-        }
-        self.engine.notify(&snapshot.id, state);
+    /// Has the execution's current state saved in the background (coalesced: see
+    /// [`crate::saver`]) and tells subscribers.
+    fn save_later(&self) {
+        self.engine.saver.mark(&self.live);
+        self.changed();
     }
 
     fn log_target(
@@ -243,6 +234,9 @@ impl Run {
         } else {
             state
         };
+        let order = self.live.save_order.lock().await;
+        // From here no background save of this execution is made: this one is the last.
+        self.live.unsaved.store(false, AtomicOrdering::Release);
         let mut ended = self.live.execution.lock().clone();
         ended.state.transition(state);
         if let Err(e) = self
@@ -253,6 +247,7 @@ impl Run {
         {
             tracing::error!(execution = %ended.id, error = %e, "cannot save execution");
         }
+        drop(order);
         let id = ended.id.clone();
         self.engine.retire(&self.live, ended);
         drop(permit);
@@ -337,7 +332,7 @@ impl Run {
         }
         if matches!(task.kind, TaskKind::Flowable(_)) {
             // (A runnable's run is saved with its first attempt.)
-            self.save(Durability::Background).await;
+            self.save_later();
         }
         let (state, outputs) = match &task.kind {
             TaskKind::Runnable(runnable) => {
@@ -477,7 +472,7 @@ impl Run {
     ) -> (State, Option<Map<String, Value>>) {
         loop {
             let (attempt, failed_before, first_start) = self.begin_attempt(run_id);
-            self.save(Durability::Background).await;
+            self.save_later();
             // Cancelled on kill (a child of the execution's token) and on timeout; the task's
             // future is dropped then too, which drops any request in flight.
             let cancel = self.live.cancel.child_token();
@@ -547,7 +542,7 @@ impl Run {
                         ),
                     );
                     self.set_task_run_state(run_id, State::Retrying);
-                    self.save(Durability::Background).await;
+                    self.save_later();
                     tokio::select! {
                         _ = self.live.cancel.cancelled() => return (State::Killed, None),
                         _ = tokio::time::sleep(delay) => {}

@@ -13,6 +13,7 @@ mod executor;
 pub mod flows_dir;
 mod inputs;
 mod realtime;
+mod saver;
 mod triggers;
 
 pub use engine::{Engine, ExecutionEvent, FlowKey, LiveExecution, NewExecution};

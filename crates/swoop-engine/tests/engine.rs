@@ -779,6 +779,102 @@ tasks:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_is_saved_in_the_background() {
+    let h = Harness::new().await;
+    h.flow(
+        r#"
+id: napping
+namespace: test.engine
+tasks:
+  - id: nap
+    type: io.kestra.plugin.core.flow.Sleep
+    duration: PT2S
+"#,
+    )
+    .await;
+    let started = h.start("napping", Value::Null).await;
+    // Nothing announces a background save: look at the store until it shows the running task
+    // (the saver writes it some milliseconds after the attempt began).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let stored = loop {
+        h.store.flush().await.expect("flush");
+        let stored = h
+            .store
+            .get_execution(&started.id)
+            .await
+            .expect("read")
+            .expect("created durably");
+        let attempt_running = stored.task_run_list.iter().any(|run| {
+            run.task_id == "nap"
+                && run
+                    .attempts
+                    .last()
+                    .is_some_and(|a| a.state.current == State::Running)
+        });
+        if attempt_running {
+            break stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never showed the running task: {}",
+            describe(&stored)
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(
+        stored.state.current,
+        State::Running,
+        "{}",
+        describe(&stored)
+    );
+    let ended = h.wait(&started.id).await;
+    assert_eq!(ended.state.current, State::Success, "{}", describe(&ended));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_background_save_lands_after_an_execution_ended() {
+    let h = Harness::new().await;
+    h.flow(
+        r#"
+id: quick
+namespace: test.engine
+tasks:
+  - id: first
+    type: io.kestra.plugin.core.debug.Return
+    format: "one"
+  - id: second
+    type: io.kestra.plugin.core.debug.Return
+    format: "two"
+"#,
+    )
+    .await;
+    // Many short executions at once: their background saves race their end saves.
+    let mut started = Vec::new();
+    for _ in 0..300 {
+        started.push(h.start("quick", Value::Null).await.id);
+    }
+    for id in &started {
+        h.wait(id).await;
+    }
+    // The shutdown hands every pending background save to the store and flushes it.
+    h.engine.shutdown().await;
+    for id in &started {
+        let stored = h
+            .store
+            .get_execution(id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(
+            stored.state.current,
+            State::Success,
+            "a background save overwrote the end: {}",
+            describe(&stored)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_key_makes_execute_idempotent() {
     let h = Harness::new().await;
     h.flow(

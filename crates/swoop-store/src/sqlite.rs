@@ -10,6 +10,9 @@
 //! it takes more than one statement), so a failing message rolls back only itself and only its
 //! caller sees the error.
 //!
+//! Checkpoints (copying the WAL into the database file, with its fsyncs) run on a thread of their
+//! own (`checkpointer`), off the writer's path.
+//!
 //! Callers serialize JSON documents before sending, so the writer thread (the bottleneck) only
 //! runs SQL.
 //!
@@ -34,6 +37,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
 use tokio::sync::oneshot;
+
+mod checkpointer;
 
 use crate::{
     Created, DedupKey, Durability, ExecutionQuery, ExecutionStore, FlowRecord, FlowStore, LogStore,
@@ -200,6 +205,7 @@ impl SqliteStore {
             conn,
             max_batch: options.max_batch.max(1),
             counters: counters.clone(),
+            checkpoints: checkpointer::start(&path)?,
         };
         let handle = std::thread::Builder::new()
             .name("swoop-store-writer".into())
@@ -317,6 +323,13 @@ fn open_writer(path: &Path, sync: SyncMode) -> StoreResult<Connection> {
     // writer re-reads pages from the OS on every batch (seen in profiles as readDbPage).
     conn.pragma_update(None, "cache_size", -64 * 1024)
         .ctx("cache_size")?;
+    // The background checkpointer copies pages meanwhile (see `checkpointer`).
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        checkpointer::WRITER_AUTOCHECKPOINT_PAGES,
+    )
+    .ctx("wal_autocheckpoint")?;
     // Keep the WAL file from staying huge after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .ctx("journal_size_limit")?;
@@ -734,6 +747,7 @@ struct Writer {
     conn: Connection,
     max_batch: usize,
     counters: Arc<Counters>,
+    checkpoints: checkpointer::Doorbell,
 }
 
 impl Writer {
@@ -767,6 +781,7 @@ impl Writer {
                 }
             } else {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.checkpoints.ring();
             }
         }
         for op in batch.drain(..) {
@@ -1558,6 +1573,7 @@ mod tests {
             conn,
             max_batch: 2048,
             counters: Arc::default(),
+            checkpoints: checkpointer::start(&path).unwrap(),
         }
     }
 

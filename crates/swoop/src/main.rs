@@ -19,6 +19,11 @@ use swoop_engine::Engine;
 use swoop_engine::flows_dir::FlowsDir;
 use swoop_store::{SqliteOptions, SqliteStore, SyncMode};
 
+/// mimalloc instead of glibc's malloc: an event's path allocates on several threads (consumer,
+/// runtime, store writer), where glibc's arenas contend (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "swoop",

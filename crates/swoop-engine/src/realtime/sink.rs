@@ -103,11 +103,7 @@ impl Runtime {
         };
         let mut attempt = 0;
         loop {
-            let outcome = match self
-                .engine
-                .admit(&self.flow, request.clone(), &mut hold)
-                .await
-            {
+            let outcome = match self.engine.admit(&self.flow, &request, &mut hold).await {
                 Admission::Admitted(Submitted::Created(_)) => {
                     self.status.lock().executions_created += 1;
                     Outcome::Created

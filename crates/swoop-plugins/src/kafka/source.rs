@@ -684,7 +684,6 @@ struct Pump {
 enum Step {
     Stop,
     Tick,
-    Pause,
     Emitted(Result<(), Stopped>),
     Message(KafkaResult<Record>),
 }
@@ -723,13 +722,11 @@ impl Pump {
                     self.resume_all(&consumer);
                 }
             }
-            let pause_at = waiting_since + self.pause_after;
             let step = tokio::select! {
                 biased;
                 _ = &mut stopped => Step::Stop,
                 _ = tick.tick() => Step::Tick,
                 r = async { emitting.as_mut().expect("guarded by the condition").await }, if emitting.is_some() => Step::Emitted(r),
-                _ = tokio::time::sleep_until(pause_at), if emitting.is_some() && !self.paused => Step::Pause,
                 // While an event waits for a slot (and the partitions are not paused yet),
                 // records stay in librdkafka's bounded prefetch queue.
                 message = consumer.recv(), if emitting.is_none() || self.paused => {
@@ -742,11 +739,14 @@ impl Pump {
                     emitting = None;
                     Ok(())
                 }
-                Step::Pause => {
-                    self.pause_all(&consumer);
-                    Ok(())
-                }
                 Step::Tick => {
+                    // Checked on the commit tick rather than with a timer per record.
+                    if emitting.is_some()
+                        && !self.paused
+                        && waiting_since.elapsed() >= self.pause_after
+                    {
+                        self.pause_all(&consumer);
+                    }
                     self.commit(&consumer);
                     if last_health_check.elapsed() >= HEALTH_CHECK_EVERY {
                         last_health_check = Instant::now();

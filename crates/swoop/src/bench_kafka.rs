@@ -136,26 +136,33 @@ pub(crate) async fn create_topic(
 }
 
 /// Waits until `n` executions have ended, counted from the engine's events (the bench does not
-/// poll the store while it measures).
+/// poll the store while it measures). Callers spawn it as soon as they subscribe, so that it
+/// runs as a task of the runtime beside the engine's own (not on `block_on`'s thread, which
+/// each of an execution's four events would have to wake) and keeps up from the start (the
+/// channel holds 65,536 events); one deadline covers it all.
 pub(crate) async fn wait_ended(
-    events: &mut tokio::sync::broadcast::Receiver<swoop_engine::ExecutionEvent>,
+    mut events: tokio::sync::broadcast::Receiver<swoop_engine::ExecutionEvent>,
     n: usize,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut ended = 0usize;
-    while ended < n {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ev)) if ev.state.is_terminal() => ended += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                anyhow::bail!("the bench's event listener lagged by {n} events")
+    let count = async {
+        while ended < n {
+            match events.recv().await {
+                Ok(ev) if ev.state.is_terminal() => ended += 1,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    anyhow::bail!("the bench's event listener lagged by {n} events")
+                }
+                Err(e) => anyhow::bail!("engine events: {e}"),
             }
-            Ok(Err(e)) => anyhow::bail!("engine events: {e}"),
-            Err(_) => anyhow::bail!("only {ended} of {n} executions ended in {timeout:?}"),
         }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, count).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("only {ended} of {n} executions ended in {timeout:?}"),
     }
-    Ok(())
 }
 
 pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
@@ -188,7 +195,11 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
         create_topic(&admin, &topic, args.partitions).await?;
         let scratch = tempfile::tempdir()?;
         let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
-        let mut events = engine.subscribe();
+        let ended = tokio::spawn(wait_ended(
+            engine.subscribe(),
+            args.records,
+            Duration::from_secs(300),
+        ));
         engine.put_flow(&flow(&args, &topic)).await?;
         let floor_task = {
             let args_bootstrap = args.bootstrap.clone();
@@ -232,7 +243,7 @@ pub async fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
 
         // Wait until every record's execution ended: counted from the engine's events, so the
         // bench does not poll the store while it measures.
-        wait_ended(&mut events, args.records, Duration::from_secs(300)).await?;
+        ended.await.context("the bench's event listener")??;
         engine.store().flush().await?;
         let drained_in = started.elapsed();
         let mut to_created = Vec::new();

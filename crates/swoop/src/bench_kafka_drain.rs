@@ -140,9 +140,13 @@ async fn hand_rolled(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Durat
 async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
     let scratch = tempfile::tempdir()?;
     let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
-    let mut events = engine.subscribe();
+    let ended = tokio::spawn(wait_ended(
+        engine.subscribe(),
+        args.records,
+        Duration::from_secs(600),
+    ));
     engine.put_flow(&flow(&args.bootstrap, topic)).await?;
-    wait_ended(&mut events, args.records, Duration::from_secs(600)).await?;
+    ended.await.context("the bench's event listener")??;
     engine.store().flush().await?;
     let mut first_created = None;
     let mut last_end = None;

@@ -82,6 +82,16 @@ impl Harness {
             .expect("logs are readable")
     }
 
+    /// The execution as the store holds it, once every queued write is in.
+    async fn stored(&self, id: &str) -> Execution {
+        self.store.flush().await.expect("flush");
+        self.store
+            .get_execution(id)
+            .await
+            .expect("read")
+            .expect("stored")
+    }
+
     /// Every execution of a flow in the store.
     async fn executions_of(&self, flow_id: &str) -> Vec<Execution> {
         let page = self
@@ -603,13 +613,7 @@ tasks:
     assert!(history(&e.state).contains(&State::Killing));
 
     // The end is durable, and a second kill is refused.
-    h.store.flush().await.expect("flush");
-    let stored = h
-        .store
-        .get_execution(&e.id)
-        .await
-        .expect("read")
-        .expect("stored");
+    let stored = h.stored(&e.id).await;
     assert_eq!(stored.state.current, State::Killed);
     assert!(matches!(
         h.engine.kill(&e.id).await,
@@ -797,13 +801,7 @@ tasks:
     // (the saver writes it some milliseconds after the attempt began).
     let deadline = tokio::time::Instant::now() + WAIT;
     let stored = loop {
-        h.store.flush().await.expect("flush");
-        let stored = h
-            .store
-            .get_execution(&started.id)
-            .await
-            .expect("read")
-            .expect("created durably");
+        let stored = h.stored(&started.id).await;
         let attempt_running = stored.task_run_list.iter().any(|run| {
             run.task_id == "nap"
                 && run
@@ -859,12 +857,7 @@ tasks:
     // The shutdown hands every pending background save to the store and flushes it.
     h.engine.shutdown().await;
     for id in &started {
-        let stored = h
-            .store
-            .get_execution(id)
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = h.stored(id).await;
         assert_eq!(
             stored.state.current,
             State::Success,

@@ -50,7 +50,9 @@ impl BackgroundSaver {
         }
     }
 
-    /// Saves the executions marked until the engine's `stop` is cancelled, then once more.
+    /// Saves the executions marked until the engine's `stop` is cancelled. What is marked after
+    /// that is saved by `Engine::shutdown` ([`BackgroundSaver::save_pending`]), once the running
+    /// executions had their grace period.
     pub(crate) async fn run(
         self: Arc<Self>,
         store: Arc<dyn Store>,
@@ -67,7 +69,6 @@ impl BackgroundSaver {
             }
             self.save_pending(store.as_ref()).await;
         }
-        self.save_pending(store.as_ref()).await;
     }
 
     /// Writes every marked execution's current state (background durability).

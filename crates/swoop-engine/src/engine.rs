@@ -70,6 +70,9 @@ pub struct NewExecution {
     /// Create the execution FAILED with this error, without running it (an event that could
     /// not be decoded: its raw payload is in the trigger variables).
     pub failed: Option<String>,
+    /// The id to give the execution (a realtime source wrote its trigger files under it
+    /// first); `None`: a new one.
+    pub execution_id: Option<String>,
 }
 
 /// Something kept alive while an execution runs, dropped when it ends (a realtime trigger's
@@ -445,6 +448,9 @@ impl Engine {
             })?
         };
         let mut execution = Execution::new(&flow.namespace, &flow.id, flow.revision);
+        if let Some(id) = &request.execution_id {
+            execution.id = id.clone();
+        }
         execution.inputs = inputs;
         execution.labels = flow
             .labels
@@ -509,7 +515,9 @@ impl Engine {
             ..request.clone()
         };
         match self.submit(flow, &failed, hold).await {
-            Ok(_) => Admission::Rejected(reason),
+            // A redelivered event already kept FAILED: a duplicate, not a new rejection.
+            Ok(Submitted::Duplicate(id)) => Admission::Admitted(Submitted::Duplicate(id)),
+            Ok(Submitted::Created(_)) => Admission::Rejected(reason),
             Err(EngineError::ShuttingDown) => Admission::ShuttingDown,
             Err(e) => Admission::RetryLater(e),
         }

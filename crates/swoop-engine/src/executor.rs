@@ -818,6 +818,7 @@ impl Run {
             }),
             parent_execution_id: Some(execution_id),
             failed: None,
+            execution_id: None,
         };
         let child = match self.engine.execute(request).await {
             Ok(c) => c,

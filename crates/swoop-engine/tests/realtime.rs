@@ -145,6 +145,7 @@ impl FakeSource {
             key: event.key,
             partition: event.partition,
             decode_error: event.decode_error,
+            execution_id: None,
             ack: Ack::new(move |outcome| match outcome {
                 Outcome::Released => source.released.lock().push(acked),
                 recorded => source.acks.lock().push((acked, recorded)),

@@ -194,6 +194,16 @@ impl SerdeType {
     }
 }
 
+/// Whether any string in `v` is a template (then it is checked when rendered).
+pub fn has_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("{{") || s.contains("{%"),
+        Value::Array(items) => items.iter().any(has_template),
+        Value::Object(m) => m.values().any(has_template),
+        _ => false,
+    }
+}
+
 /// For tests: `base` with `patch` applied (a null in `patch` removes the property).
 #[cfg(test)]
 #[allow(dead_code)] // used by the realtime source families' tests, absent in some feature sets

@@ -1,6 +1,6 @@
 //! swoop's store: small traits for what the engine and the API keep (flows and their revisions,
 //! executions with their dedup keys, logs, trigger state), the embedded SQLite backend, and the
-//! conformance suite every backend passes (PostgreSQL comes next to SQLite with the same suite).
+//! PostgreSQL backend (feature `postgres`), and the conformance suite both pass.
 //!
 //! Durability contract: [`ExecutionStore::create_execution`] returns only once the execution and
 //! its dedup key are durably written in one transaction; that is what lets a connector ack its
@@ -15,12 +15,17 @@ use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
 
 pub mod local_storage;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
+mod write_queue;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use local_storage::LocalStorage;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
 #[derive(Debug, thiserror::Error)]

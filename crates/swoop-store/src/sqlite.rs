@@ -23,23 +23,23 @@
 //! Dropping the store closes the channel: the writer drains what is queued, commits it and exits,
 //! and the drop waits for it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
-use tokio::sync::oneshot;
 
 mod checkpointer;
 
+pub use crate::write_queue::WriterStats;
+use crate::write_queue::{
+    BatchBackend, ExecRow, LogRow, WriteOp, WriteQueue, millis_to_date, parse_execution,
+};
 use crate::{
     Created, DedupKey, Durability, ExecutionQuery, ExecutionStore, FlowRecord, FlowStore, LogStore,
     Page, Store, StoreError, StoreResult, TriggerStateStore,
@@ -73,18 +73,6 @@ impl Default for SqliteOptions {
             max_batch: 2048,
         }
     }
-}
-
-/// What the writer did so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Transactions committed.
-    pub commits: u64,
-    /// Write messages received (creates, saves, log batches, flows, trigger states; not flush
-    /// barriers), coalesced ones included.
-    pub writes: u64,
-    /// Saves skipped because a newer save of the same execution was in the same batch.
-    pub coalesced: u64,
 }
 
 /// The database file's name under a data directory, for [`SqliteStore::open_in`].
@@ -162,10 +150,8 @@ const MIGRATIONS: &[&str] = &[
 /// The SQLite [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    tx: Option<mpsc::Sender<WriteOp>>,
-    writer: Option<JoinHandle<()>>,
+    queue: WriteQueue,
     readers: Arc<ReadPool>,
-    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -199,25 +185,16 @@ impl SqliteStore {
             next: AtomicUsize::new(0),
         });
 
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
-            max_batch: options.max_batch.max(1),
-            counters: counters.clone(),
             checkpoints: checkpointer::start(&path)?,
         };
-        let handle = std::thread::Builder::new()
-            .name("swoop-store-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let queue = WriteQueue::start(writer, options.max_batch)?;
         tracing::debug!(path = %path.display(), sync = ?options.sync, "sqlite store open");
         Ok(Arc::new(SqliteStore {
             path,
-            tx: Some(tx),
-            writer: Some(handle),
+            queue,
             readers,
-            counters,
         }))
     }
 
@@ -234,33 +211,12 @@ impl SqliteStore {
     }
 
     pub fn stats(&self) -> WriterStats {
-        WriterStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            writes: self.counters.writes.load(Ordering::Relaxed),
-            coalesced: self.counters.coalesced.load(Ordering::Relaxed),
-        }
+        self.queue.stats()
     }
 
     /// Transactions committed so far.
     pub fn commits(&self) -> u64 {
-        self.counters.commits.load(Ordering::Relaxed)
-    }
-
-    fn send(&self, op: WriteOp) -> StoreResult<()> {
-        match &self.tx {
-            Some(tx) => tx.send(op).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        }
-    }
-
-    /// Sends a message whose answer comes through `rx`, and waits for the answer.
-    async fn request<T>(
-        &self,
-        op: WriteOp,
-        rx: oneshot::Receiver<StoreResult<T>>,
-    ) -> StoreResult<T> {
-        self.send(op)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.queue.stats().commits
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -272,18 +228,6 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || pool.with(f))
             .await
             .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
-    }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Closing the channel lets the writer drain what is queued, commit it and exit.
-        drop(self.tx.take());
-        if let Some(handle) = self.writer.take()
-            && handle.join().is_err()
-        {
-            tracing::error!(path = %self.path.display(), "the sqlite writer thread panicked");
-        }
     }
 }
 
@@ -423,14 +367,6 @@ impl<T> Ctx<T> for rusqlite::Result<T> {
     }
 }
 
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Backend(s) => StoreError::Backend(s.clone()),
-        StoreError::Data(s) => StoreError::Data(s.clone()),
-        StoreError::Closed => StoreError::Closed,
-    }
-}
-
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -441,61 +377,9 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Rows
 
-/// An execution ready to write: the JSON document and the searchable columns, made on the
-/// caller's side.
-#[derive(Debug)]
-struct ExecRow {
-    id: String,
-    namespace: String,
-    flow_id: String,
-    state: &'static str,
-    finished: bool,
-    created_at: i64,
-    updated_at: i64,
-    doc: String,
-}
-
-impl ExecRow {
-    fn new(execution: &Execution) -> StoreResult<Self> {
-        let doc = serde_json::to_string(execution).map_err(|e| {
-            StoreError::Data(format!("execution {}: cannot serialize: {e}", execution.id))
-        })?;
-        let now = Utc::now().timestamp_millis();
-        Ok(Self {
-            id: execution.id.clone(),
-            namespace: execution.namespace.clone(),
-            flow_id: execution.flow_id.clone(),
-            state: execution.state.current.as_str(),
-            finished: execution.state.current.is_terminal(),
-            created_at: execution
-                .state
-                .start_date()
-                .map_or(now, |d| d.timestamp_millis()),
-            updated_at: now,
-            doc,
-        })
-    }
-}
-
-#[derive(Debug)]
-struct LogRow {
-    execution_id: String,
-    doc: String,
-}
-
-fn millis_to_date(ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Data(format!("timestamp {ms} ms is out of range")))
-}
-
 fn revision_from_db(namespace: &str, id: &str, revision: i64) -> StoreResult<u32> {
     u32::try_from(revision)
         .map_err(|_| StoreError::Data(format!("flow {namespace}.{id}: bad revision {revision}")))
-}
-
-fn parse_execution(id: &str, doc: &str) -> StoreResult<Execution> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::Data(format!("execution {id}: bad JSON document: {e}")))
 }
 
 /// Reads rows of (id, doc) into executions.
@@ -553,300 +437,45 @@ fn latest_flow(conn: &Connection, namespace: &str, id: &str) -> StoreResult<Opti
 // ---------------------------------------------------------------------------------------------
 // The writer
 
-#[derive(Default)]
-struct Counters {
-    commits: AtomicU64,
-    writes: AtomicU64,
-    coalesced: AtomicU64,
-}
-
-/// Where a message's outcome goes: its caller (if it waits) and, until the batch commits, the
-/// outcome itself.
-struct Reply<T> {
-    tx: Option<oneshot::Sender<StoreResult<T>>>,
-    result: Option<StoreResult<T>>,
-}
-
-impl<T> Reply<T> {
-    fn to(tx: oneshot::Sender<StoreResult<T>>) -> Self {
-        Self {
-            tx: Some(tx),
-            result: None,
-        }
-    }
-
-    fn none() -> Self {
-        Self {
-            tx: None,
-            result: None,
-        }
-    }
-
-    fn waits(tx: oneshot::Sender<StoreResult<T>>, wait: bool) -> Self {
-        if wait { Self::to(tx) } else { Self::none() }
-    }
-
-    fn fail(&mut self, e: &StoreError) {
-        self.result = Some(Err(clone_error(e)));
-    }
-
-    /// Hands the outcome to the caller; an error nobody waits for is logged.
-    fn finish(self, what: &'static str, key: &str) {
-        let result = self
-            .result
-            .unwrap_or_else(|| Err(StoreError::Backend(format!("{what} {key}: no outcome"))));
-        match self.tx {
-            Some(tx) => {
-                // The caller may have given up waiting; the write stands.
-                let _ = tx.send(result);
-            }
-            None => {
-                if let Err(e) = result {
-                    tracing::warn!(op = what, key = %key, error = %e, "background write failed");
-                }
-            }
-        }
-    }
-}
-
-enum WriteOp {
-    Create {
-        row: ExecRow,
-        dedup: Option<DedupKey>,
-        done: Reply<Created>,
-    },
-    Save {
-        row: ExecRow,
-        done: Reply<()>,
-    },
-    Logs {
-        rows: Vec<LogRow>,
-        done: Reply<()>,
-    },
-    PutFlow {
-        namespace: String,
-        id: String,
-        source: String,
-        now_ms: i64,
-        done: Reply<FlowRecord>,
-    },
-    DeleteFlow {
-        namespace: String,
-        id: String,
-        done: Reply<bool>,
-    },
-    DeleteExecution {
-        id: String,
-        done: Reply<bool>,
-    },
-    PutTriggerState {
-        trigger: String,
-        value: String,
-        done: Reply<()>,
-    },
-    Flush {
-        done: Reply<()>,
-    },
-}
-
-impl WriteOp {
-    fn is_write(&self) -> bool {
-        !matches!(self, WriteOp::Flush { .. })
-    }
-
-    /// The message's own error, once applied.
-    fn error(&self) -> Option<String> {
-        fn of<T>(done: &Reply<T>) -> Option<String> {
-            match &done.result {
-                Some(Err(e)) => Some(e.to_string()),
-                _ => None,
-            }
-        }
-        match self {
-            WriteOp::Create { done, .. } => of(done),
-            WriteOp::Save { done, .. }
-            | WriteOp::Logs { done, .. }
-            | WriteOp::PutTriggerState { done, .. }
-            | WriteOp::Flush { done } => of(done),
-            WriteOp::PutFlow { done, .. } => of(done),
-            WriteOp::DeleteFlow { done, .. } | WriteOp::DeleteExecution { done, .. } => of(done),
-        }
-    }
-
-    fn fail(&mut self, e: &StoreError) {
-        match self {
-            WriteOp::Create { done, .. } => done.fail(e),
-            WriteOp::Save { done, .. }
-            | WriteOp::Logs { done, .. }
-            | WriteOp::PutTriggerState { done, .. }
-            | WriteOp::Flush { done } => done.fail(e),
-            WriteOp::PutFlow { done, .. } => done.fail(e),
-            WriteOp::DeleteFlow { done, .. } | WriteOp::DeleteExecution { done, .. } => {
-                done.fail(e)
-            }
-        }
-    }
-
-    fn finish(self) {
-        match self {
-            WriteOp::Create { row, done, .. } => done.finish("create_execution", &row.id),
-            WriteOp::Save { row, done } => done.finish("save_execution", &row.id),
-            WriteOp::Logs { rows, done } => done.finish(
-                "append_logs",
-                rows.first().map_or("", |r| r.execution_id.as_str()),
-            ),
-            WriteOp::PutFlow {
-                namespace,
-                id,
-                done,
-                ..
-            } => done.finish("put_flow", &format!("{namespace}.{id}")),
-            WriteOp::DeleteFlow {
-                namespace,
-                id,
-                done,
-                ..
-            } => done.finish("delete_flow", &format!("{namespace}.{id}")),
-            WriteOp::DeleteExecution { id, done } => done.finish("delete_execution", &id),
-            WriteOp::PutTriggerState { trigger, done, .. } => {
-                done.finish("put_trigger_state", &trigger)
-            }
-            WriteOp::Flush { done } => done.finish("flush", ""),
-        }
-    }
-}
-
-/// For each message of a batch, the later save that makes it useless: a save followed (before
-/// any create of the same id) by another save of the same execution is skipped and shares that
-/// save's outcome. Order is otherwise kept, so a create still precedes the saves after it.
-fn coalesce_plan(batch: &[WriteOp]) -> Vec<Option<usize>> {
-    let mut plan = vec![None; batch.len()];
-    if batch.len() < 2 {
-        return plan;
-    }
-    let mut next_save: HashMap<&str, usize> = HashMap::new();
-    for (i, op) in batch.iter().enumerate().rev() {
-        match op {
-            WriteOp::Save { row, .. } => {
-                if let Some(&j) = next_save.get(row.id.as_str()) {
-                    plan[i] = Some(j);
-                } else {
-                    next_save.insert(&row.id, i);
-                }
-            }
-            WriteOp::Create { row, .. } => {
-                next_save.remove(row.id.as_str());
-            }
-            _ => {}
-        }
-    }
-    plan
-}
-
 struct Writer {
     conn: Connection,
-    max_batch: usize,
-    counters: Arc<Counters>,
     checkpoints: checkpointer::Doorbell,
 }
 
+impl BatchBackend for Writer {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        self.exec("BEGIN IMMEDIATE")
+    }
+
+    fn apply(&mut self, op: &mut WriteOp) {
+        Writer::apply(self, op)
+    }
+
+    fn aborted(&mut self) -> bool {
+        // Some errors (disk full, I/O) make SQLite roll the whole transaction back.
+        self.conn.is_autocommit()
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        self.exec("COMMIT")
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
+        }
+    }
+
+    fn committed(&mut self) {
+        self.checkpoints.ring();
+    }
+}
+
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
-        let mut batch = Vec::with_capacity(self.max_batch.min(4096));
-        // `recv` fails only once every sender is gone and the queue is empty.
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(&mut batch);
-        }
-        tracing::debug!("sqlite writer stopped");
-    }
-
-    /// Writes a batch in one transaction and answers every message in it.
-    fn run_batch(&mut self, batch: &mut Vec<WriteOp>) {
-        let writes = batch.iter().filter(|op| op.is_write()).count();
-        if writes > 0 {
-            self.counters
-                .writes
-                .fetch_add(writes as u64, Ordering::Relaxed);
-            if let Err(e) = self.write_batch(batch) {
-                tracing::error!(error = %e, messages = batch.len(), "store batch failed");
-                for op in batch.iter_mut() {
-                    op.fail(&e);
-                }
-            } else {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.checkpoints.ring();
-            }
-        }
-        for op in batch.drain(..) {
-            if let WriteOp::Flush { mut done } = op {
-                if done.result.is_none() {
-                    done.result = Some(Ok(()));
-                }
-                done.finish("flush", "");
-            } else {
-                op.finish();
-            }
-        }
-    }
-
-    /// Runs the batch's messages in one transaction and commits. Each message's outcome is left
-    /// in it; an `Err` here means the transaction as a whole failed (nothing was written).
-    fn write_batch(&mut self, batch: &mut [WriteOp]) -> StoreResult<()> {
-        let plan = coalesce_plan(batch);
-        self.exec("BEGIN IMMEDIATE")?;
-        for i in 0..batch.len() {
-            if plan[i].is_some() {
-                continue;
-            }
-            self.apply(&mut batch[i]);
-            // Some errors (disk full, I/O) make SQLite roll the whole transaction back.
-            if self.conn.is_autocommit() {
-                let cause = batch[i]
-                    .error()
-                    .unwrap_or_else(|| "unknown error".to_string());
-                return Err(StoreError::Backend(format!(
-                    "sqlite rolled the whole transaction back: {cause}"
-                )));
-            }
-        }
-        if let Err(e) = self.exec("COMMIT") {
-            if !self.conn.is_autocommit() {
-                let _ = self.exec("ROLLBACK");
-            }
-            return Err(e);
-        }
-        // Skipped saves share the outcome of the save that replaced them.
-        let mut coalesced = 0u64;
-        for (i, later) in plan.iter().enumerate() {
-            let Some(j) = *later else { continue };
-            coalesced += 1;
-            let outcome = match &batch[j] {
-                WriteOp::Save { done, .. } => match &done.result {
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(e)) => Err(clone_error(e)),
-                    None => Ok(()),
-                },
-                _ => Ok(()),
-            };
-            if let WriteOp::Save { done, .. } = &mut batch[i] {
-                done.result = Some(outcome);
-            }
-        }
-        if coalesced > 0 {
-            self.counters
-                .coalesced
-                .fetch_add(coalesced, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
     fn exec(&self, sql: &str) -> StoreResult<()> {
         self.conn
             .prepare_cached(sql)
@@ -1080,15 +709,7 @@ impl Writer {
 #[async_trait]
 impl FlowStore for SqliteStore {
     async fn put_flow(&self, namespace: &str, id: &str, source: &str) -> StoreResult<FlowRecord> {
-        let (tx, rx) = oneshot::channel();
-        let op = WriteOp::PutFlow {
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-            source: source.to_string(),
-            now_ms: Utc::now().timestamp_millis(),
-            done: Reply::to(tx),
-        };
-        self.request(op, rx).await
+        self.queue.put_flow(namespace, id, source).await
     }
 
     async fn get_flow(&self, namespace: &str, id: &str) -> StoreResult<Option<FlowRecord>> {
@@ -1127,13 +748,7 @@ impl FlowStore for SqliteStore {
     }
 
     async fn delete_flow(&self, namespace: &str, id: &str) -> StoreResult<bool> {
-        let (tx, rx) = oneshot::channel();
-        let op = WriteOp::DeleteFlow {
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-            done: Reply::to(tx),
-        };
-        self.request(op, rx).await
+        self.queue.delete_flow(namespace, id).await
     }
 
     async fn list_flows(&self) -> StoreResult<Vec<FlowRecord>> {
@@ -1166,14 +781,7 @@ impl ExecutionStore for SqliteStore {
         execution: &Execution,
         dedup: Option<DedupKey>,
     ) -> StoreResult<Created> {
-        let row = ExecRow::new(execution)?;
-        let (tx, rx) = oneshot::channel();
-        let op = WriteOp::Create {
-            row,
-            dedup,
-            done: Reply::to(tx),
-        };
-        self.request(op, rx).await
+        self.queue.create_execution(execution, dedup).await
     }
 
     async fn save_execution(
@@ -1181,27 +789,11 @@ impl ExecutionStore for SqliteStore {
         execution: &Execution,
         durability: Durability,
     ) -> StoreResult<()> {
-        let row = ExecRow::new(execution)?;
-        let (tx, rx) = oneshot::channel();
-        let wait = durability == Durability::Wait;
-        let op = WriteOp::Save {
-            row,
-            done: Reply::waits(tx, wait),
-        };
-        if wait {
-            self.request(op, rx).await
-        } else {
-            self.send(op)
-        }
+        self.queue.save_execution(execution, durability).await
     }
 
     async fn delete_execution(&self, id: &str) -> StoreResult<bool> {
-        let (tx, rx) = oneshot::channel();
-        let op = WriteOp::DeleteExecution {
-            id: id.to_string(),
-            done: Reply::to(tx),
-        };
-        self.request(op, rx).await
+        self.queue.delete_execution(id).await
     }
 
     async fn get_execution(&self, id: &str) -> StoreResult<Option<Execution>> {
@@ -1319,30 +911,7 @@ impl ExecutionStore for SqliteStore {
 #[async_trait]
 impl LogStore for SqliteStore {
     fn append_logs(&self, logs: Vec<LogEntry>) {
-        if logs.is_empty() {
-            return;
-        }
-        let mut rows = Vec::with_capacity(logs.len());
-        for entry in &logs {
-            match serde_json::to_string(entry) {
-                Ok(doc) => rows.push(LogRow {
-                    execution_id: entry.execution_id.clone(),
-                    doc,
-                }),
-                Err(e) => tracing::warn!(
-                    execution_id = %entry.execution_id,
-                    error = %e,
-                    "cannot serialize a log line; dropped"
-                ),
-            }
-        }
-        let op = WriteOp::Logs {
-            rows,
-            done: Reply::none(),
-        };
-        if self.send(op).is_err() {
-            tracing::warn!(lines = logs.len(), "store closed; log lines dropped");
-        }
+        self.queue.append_logs(logs)
     }
 
     async fn logs_for_execution(&self, execution_id: &str) -> StoreResult<Vec<LogEntry>> {
@@ -1389,30 +958,14 @@ impl TriggerStateStore for SqliteStore {
     }
 
     async fn put_trigger_state(&self, trigger: &str, state: &Value) -> StoreResult<()> {
-        let value = serde_json::to_string(state).map_err(|e| {
-            StoreError::Data(format!("state of trigger {trigger}: cannot serialize: {e}"))
-        })?;
-        let (tx, rx) = oneshot::channel();
-        let op = WriteOp::PutTriggerState {
-            trigger: trigger.to_string(),
-            value,
-            done: Reply::to(tx),
-        };
-        self.request(op, rx).await
+        self.queue.put_trigger_state(trigger, state).await
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn flush(&self) -> StoreResult<()> {
-        let (tx, rx) = oneshot::channel();
-        self.request(
-            WriteOp::Flush {
-                done: Reply::to(tx),
-            },
-            rx,
-        )
-        .await
+        self.queue.flush().await
     }
 
     fn backend(&self) -> &'static str {
@@ -1424,7 +977,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::conformance::{self, Guarded};
+    use crate::write_queue::{GroupWriter, Reply};
+    use chrono::Utc;
     use serde_json::json;
+    use tokio::sync::oneshot;
 
     /// A store in a temporary directory that lives as long as it.
     struct TempStore {
@@ -1529,7 +1085,7 @@ mod tests {
         let t = temp_store();
         let e = Execution::new("closed", "flow", 1);
         let mut store = Arc::try_unwrap(t.store).expect("the only handle");
-        drop(store.tx.take());
+        store.queue.close();
         assert!(matches!(
             store.create_execution(&e, None).await,
             Err(StoreError::Closed)
@@ -1565,20 +1121,23 @@ mod tests {
 
     // --- The writer's batch semantics, driven directly with hand-made batches.
 
-    fn writer_in(dir: &Path) -> Writer {
+    fn writer_in(dir: &Path) -> GroupWriter<Writer> {
         let path = dir.join("swoop.db");
         let mut conn = open_writer(&path, SyncMode::Normal).unwrap();
         migrate(&mut conn).unwrap();
-        Writer {
-            conn,
+        GroupWriter {
+            backend: Writer {
+                conn,
+                checkpoints: checkpointer::start(&path).unwrap(),
+            },
             max_batch: 2048,
             counters: Arc::default(),
-            checkpoints: checkpointer::start(&path).unwrap(),
         }
     }
 
-    fn doc_of(w: &Writer, id: &str) -> Option<Execution> {
+    fn doc_of(w: &GroupWriter<Writer>, id: &str) -> Option<Execution> {
         let doc: Option<String> = w
+            .backend
             .conn
             .query_row("SELECT doc FROM executions WHERE id = ?1", [id], |r| {
                 r.get(0)
@@ -1636,6 +1195,7 @@ mod tests {
         assert_eq!(stats.writes.load(Ordering::Relaxed), 4);
         assert_eq!(stats.coalesced.load(Ordering::Relaxed), 2);
         let finished: bool = w
+            .backend
             .conn
             .query_row(
                 "SELECT finished FROM executions WHERE id = ?1",
@@ -1725,6 +1285,7 @@ mod tests {
         assert!(doc_of(&w, &a.id).is_some());
         assert!(doc_of(&w, &b.id).is_some());
         let dedup_rows: i64 = w
+            .backend
             .conn
             .query_row("SELECT COUNT(*) FROM dedup", [], |r| r.get(0))
             .unwrap();

@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Sync mode of the store: normal (process-crash safe) or full (power-loss safe).
     #[arg(long, default_value = "normal")]
     sync: String,
+    /// The store: `sqlite` or a PostgreSQL URL (`postgres://…`; use an empty database).
+    #[arg(long, default_value = "sqlite")]
+    db: String,
 }
 
 const FLOW: &str = r#"
@@ -87,7 +90,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| scratch.path().to_path_buf());
-    let engine = crate::start_engine(&dir, sync).await?;
+    let engine = crate::start_engine_on(&dir, &args.db, sync).await?;
     engine.put_flow(FLOW).await?;
 
     let slots = Arc::new(Semaphore::new(args.concurrency));

@@ -87,9 +87,14 @@ struct LocalArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Where the store keeps its data.
+    /// Where the store keeps its data (and internal storage its files).
     #[arg(long, default_value = "./swoop-data")]
     data_dir: PathBuf,
+    /// The store: `sqlite` (the default: `<data-dir>/swoop.db`) or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/database`). Internal storage stays in
+    /// `<data-dir>/storage`.
+    #[arg(long, default_value = "sqlite")]
+    db: String,
     /// A folder of flow files, loaded at start and reloaded when they change.
     #[arg(long)]
     flows: Option<PathBuf>,
@@ -181,12 +186,37 @@ pub async fn start_engine(
     data_dir: &std::path::Path,
     sync: SyncMode,
 ) -> anyhow::Result<Arc<Engine>> {
-    let store = SqliteStore::open(SqliteOptions {
-        path: data_dir.join("swoop.db"),
-        sync,
-        ..Default::default()
-    })
-    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    start_engine_on(data_dir, "sqlite", sync).await
+}
+
+/// Opens the store `db` names (`sqlite`, or a `postgres://` URL) and internal storage
+/// (`<data dir>/storage`), and starts the engine.
+pub async fn start_engine_on(
+    data_dir: &std::path::Path,
+    db: &str,
+    sync: SyncMode,
+) -> anyhow::Result<Arc<Engine>> {
+    let store: Arc<dyn swoop_store::Store> = if db == "sqlite" {
+        SqliteStore::open(SqliteOptions {
+            path: data_dir.join("swoop.db"),
+            sync,
+            ..Default::default()
+        })
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
+    } else if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        let store = swoop_store::PostgresStore::connect(db)
+            .await
+            .context("cannot open the PostgreSQL store")?;
+        store
+            .claim_single_node()
+            .await
+            .context("cannot use the PostgreSQL store")?;
+        store
+    } else {
+        anyhow::bail!(
+            "--db `{db}` is neither `sqlite` nor a PostgreSQL URL (postgres://user:password@host:5432/database)"
+        );
+    };
     let storage_dir = data_dir.join("storage");
     let storage = swoop_store::LocalStorage::open(&storage_dir)
         .with_context(|| format!("cannot open internal storage in {}", storage_dir.display()))?;
@@ -201,7 +231,7 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         Sync::Normal => SyncMode::Normal,
         Sync::Full => SyncMode::Full,
     };
-    let engine = start_engine(&args.data_dir, sync).await?;
+    let engine = start_engine_on(&args.data_dir, &args.db, sync).await?;
     if let Some(dir) = &args.flows {
         anyhow::ensure!(dir.is_dir(), "--flows {} is not a folder", dir.display());
         // Load once before serving, then keep watching.

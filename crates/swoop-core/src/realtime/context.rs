@@ -1,13 +1,16 @@
 //! [`SourceContext`]: what a running source gets from the runtime — a way to emit events
 //! (waiting for an in-flight slot), to say it is connected, to let the watchdog look at its
-//! backlog, to keep a little durable state between runs, and to learn when to stop.
+//! backlog, to keep a little durable state between runs, to write files for the executions it
+//! starts, and to learn when to stop.
 
+use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::Event;
+use crate::storage::{self, FileReader, FileWriter, InternalStorage, MemoryStorage, StoragePath};
 
 /// `emit` refused the event: the trigger is stopping (the event was released).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +81,74 @@ pub struct SourceContext {
     name: Arc<str>,
     sink: Arc<dyn EventSink>,
     state: Arc<dyn SourceState>,
+    files: TriggerFiles,
     stop: CancellationToken,
+}
+
+/// Where a source writes the files of an execution it is about to start (a batch of records):
+/// the trigger folder of that execution, `…/executions/<id>/trigger/<triggerId>/`, Kestra's
+/// layout. The source picks the execution's id first ([`TriggerFiles::new_execution_id`]),
+/// writes, then emits the event with that id in [`Event::execution_id`].
+#[derive(Clone)]
+pub struct TriggerFiles {
+    storage: Arc<dyn InternalStorage>,
+    namespace: Arc<str>,
+    flow_id: Arc<str>,
+    trigger_id: Arc<str>,
+}
+
+impl TriggerFiles {
+    pub fn new(
+        storage: Arc<dyn InternalStorage>,
+        namespace: &str,
+        flow_id: &str,
+        trigger_id: &str,
+    ) -> Self {
+        TriggerFiles {
+            storage,
+            namespace: namespace.into(),
+            flow_id: flow_id.into(),
+            trigger_id: trigger_id.into(),
+        }
+    }
+
+    /// A fresh execution id (the engine's kind).
+    pub fn new_execution_id() -> String {
+        crate::model::new_id()
+    }
+
+    fn path(&self, execution_id: &str, name: &str) -> io::Result<StoragePath> {
+        let prefix = storage::execution_prefix(&self.namespace, &self.flow_id, execution_id)
+            .and_then(|e| storage::trigger_prefix(&e, &self.trigger_id))
+            .and_then(|folder| folder.join(name))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(prefix)
+    }
+
+    /// Opens `name` in the trigger folder of execution `execution_id` for writing (replacing
+    /// what was there); returns its `kestra:///` URI and the writer (the file exists once
+    /// `shutdown()` returned).
+    pub async fn create(&self, execution_id: &str, name: &str) -> io::Result<(String, FileWriter)> {
+        let path = self.path(execution_id, name)?;
+        let writer = self.storage.create(&path).await?;
+        Ok((path.uri(), writer))
+    }
+
+    /// Whether `name` exists in that folder.
+    pub async fn exists(&self, execution_id: &str, name: &str) -> io::Result<bool> {
+        let path = self.path(execution_id, name)?;
+        match self.storage.open(&path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a file of that folder.
+    pub async fn open(&self, execution_id: &str, name: &str) -> io::Result<FileReader> {
+        let path = self.path(execution_id, name)?;
+        self.storage.open(&path).await
+    }
 }
 
 impl SourceContext {
@@ -89,8 +159,21 @@ impl SourceContext {
             name: name.into(),
             sink,
             state: Arc::new(MemoryState::default()),
+            files: TriggerFiles::new(Arc::new(MemoryStorage::new()), "test", "test", "test"),
             stop,
         }
+    }
+
+    /// The same context, writing trigger files through `files`.
+    pub fn with_files(mut self, files: TriggerFiles) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Where this trigger writes the files of the executions it starts (in memory until
+    /// [`SourceContext::with_files`] gives it the engine's storage; the engine always does).
+    pub fn files(&self) -> &TriggerFiles {
+        &self.files
     }
 
     /// The same context, keeping its state in `state`.

@@ -23,7 +23,9 @@
 mod context;
 pub mod ordered_acks;
 
-pub use context::{Backlog, EventSink, MemoryState, SourceContext, SourceState, Stopped};
+pub use context::{
+    Backlog, EventSink, MemoryState, SourceContext, SourceState, Stopped, TriggerFiles,
+};
 
 use std::sync::Arc;
 
@@ -45,6 +47,9 @@ pub struct Event {
     /// The payload could not be decoded: the execution is created FAILED with this error (the
     /// raw payload is in `variables`), and the stream goes on.
     pub decode_error: Option<String>,
+    /// The id its execution gets, chosen by a source that wrote the event's files first, in
+    /// that execution's trigger folder (see [`TriggerFiles`]); `None`: a new id.
+    pub execution_id: Option<String>,
     /// Settled once with the event's outcome.
     pub ack: Ack,
 }
@@ -59,6 +64,7 @@ impl Event {
             key: None,
             partition: None,
             decode_error: None,
+            execution_id: None,
             ack: Ack::none(),
         }
     }

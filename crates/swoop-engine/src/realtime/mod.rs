@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swoop_core::Flow;
-use swoop_core::realtime::{RealtimeTrigger, SourceContext, SourceError};
+use swoop_core::realtime::{RealtimeTrigger, SourceContext, SourceError, TriggerFiles};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -74,6 +74,12 @@ pub(crate) async fn run(
     status: SharedStatus,
     stop: CancellationToken,
 ) {
+    let files = TriggerFiles::new(
+        engine.storage().clone(),
+        &flow.namespace,
+        &flow.id,
+        &trigger_id,
+    );
     let runtime = Arc::new(Runtime::new(
         engine,
         flow,
@@ -100,7 +106,8 @@ pub(crate) async fn run(
             keyed.clone(),
         ));
         let ctx = SourceContext::new(&runtime.uid, sink.clone(), connection_stop.clone())
-            .with_state(state.clone());
+            .with_state(state.clone())
+            .with_files(files.clone());
         let error = match supervise(&trigger, ctx, &sink, &connection_stop, watchdog).await {
             Ok(()) if runtime.stop.is_cancelled() => break,
             // The watchdog restarted it: run it again at once.

@@ -99,6 +99,7 @@ impl Runtime {
             failed: event
                 .decode_error
                 .map(|e| format!("the event could not be decoded: {e}")),
+            execution_id: event.execution_id,
             ..Default::default()
         };
         let mut attempt = 0;

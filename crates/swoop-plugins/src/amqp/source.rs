@@ -281,6 +281,7 @@ fn event(serde_type: SerdeType, queue: &str, delivery: &Delivery, ack: Ack) -> E
         key: (!routing_key.is_empty()).then(|| routing_key.to_string()),
         partition: Some(queue.to_string()),
         decode_error,
+        execution_id: None,
         ack,
     }
 }

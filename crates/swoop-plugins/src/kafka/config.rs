@@ -15,7 +15,7 @@ use super::serde::Deserializer;
 use crate::props::{no_template, present, scalar};
 
 /// How errors name this source.
-const SOURCE: &str = "Kafka";
+pub(crate) const SOURCE: &str = "Kafka";
 
 /// What the consumer subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ const JAVA_PROPERTY_HINTS: &[(&str, &str)] = &[
 ];
 
 /// `serdeProperties` entries that configure a schema registry (for AVRO/PROTOBUF only).
-fn is_schema_registry_key(key: &str) -> bool {
+pub(crate) fn is_schema_registry_key(key: &str) -> bool {
     key.starts_with("schema.registry.")
         || key.starts_with("basic.auth.")
         || matches!(
@@ -145,45 +145,7 @@ impl KafkaTriggerConfig {
     pub fn from_json(v: &Value) -> Result<KafkaTriggerConfig, String> {
         let mut warnings = Vec::new();
 
-        let subscription = match (present(v, "topic"), present(v, "topicPattern")) {
-            (None, None) => {
-                return Err("set one of `topic` (a topic or a list of topics) or `topicPattern` (a regular expression)".into());
-            }
-            (Some(_), Some(_)) => {
-                return Err("set only one of `topic` and `topicPattern`, not both".into());
-            }
-            (Some(topic), None) => {
-                let topics: Vec<String> = match topic {
-                    Value::Array(items) => items
-                        .iter()
-                        .map(|i| scalar(i, "topic"))
-                        .collect::<Result<_, _>>()?,
-                    other => vec![scalar(other, "topic")?],
-                };
-                if topics.is_empty() {
-                    return Err("`topic` is an empty list".into());
-                }
-                for t in &topics {
-                    no_template(SOURCE, "topic", t)?;
-                    check_topic_name(t, "topic")?;
-                }
-                let mut unique = topics.clone();
-                unique.sort();
-                unique.dedup();
-                if unique.len() != topics.len() {
-                    return Err("`topic` lists a topic twice".into());
-                }
-                Subscription::Topics(topics)
-            }
-            (None, Some(pattern)) => {
-                let pattern = scalar(pattern, "topicPattern")?;
-                no_template(SOURCE, "topicPattern", &pattern)?;
-                if pattern.trim().is_empty() {
-                    return Err("`topicPattern` is empty".into());
-                }
-                Subscription::Pattern(pattern)
-            }
-        };
+        let subscription = subscription(v)?;
 
         let group_id = match present(v, "groupId") {
             Some(g) => scalar(g, "groupId")?,
@@ -203,34 +165,19 @@ impl KafkaTriggerConfig {
         }
         if let Some(group_type) = present(v, "groupType") {
             let group_type = scalar(group_type, "groupType")?;
-            if !group_type.eq_ignore_ascii_case("CONSUMER") {
+            if group_type.trim().eq_ignore_ascii_case("SHARE") {
+                return Err(super::batch::SHARE_GROUPS_REFUSED.into());
+            }
+            if !group_type.trim().eq_ignore_ascii_case("CONSUMER") {
                 return Err(format!(
-                    "`groupType: {group_type}` is not supported yet (only CONSUMER)"
+                    "`groupType` must be CONSUMER or SHARE, got `{group_type}`"
                 ));
             }
         }
 
         let properties = client_properties(v, &group_id, &mut warnings)?;
 
-        let serde_properties = string_map(v, "serdeProperties")?;
-        let mut from_serde = BTreeMap::new();
-        for (key, value) in &serde_properties {
-            match key.as_str() {
-                "keyDeserializer" | "valueDeserializer" => {
-                    from_serde.insert(key.as_str(), value.clone());
-                }
-                k if is_schema_registry_key(k) => warnings.push(format!(
-                    "`serdeProperties.{k}` is ignored: no AVRO or PROTOBUF deserializer is used"
-                )),
-                k => warnings.push(format!(
-                    "`serdeProperties.{k}` is ignored (it configures Kafka's Java deserializers)"
-                )),
-            }
-        }
-        let key_deserializer =
-            deserializer(v, "keyDeserializer", from_serde.get("keyDeserializer"))?;
-        let value_deserializer =
-            deserializer(v, "valueDeserializer", from_serde.get("valueDeserializer"))?;
+        let (key_deserializer, value_deserializer) = deserializers(v, &mut warnings)?;
 
         let header_filters: Vec<(String, String)> =
             string_map(v, "headerFilters")?.into_iter().collect();
@@ -318,7 +265,77 @@ impl KafkaTriggerConfig {
     }
 }
 
-fn base_config(properties: &BTreeMap<String, String>, client_id: &str) -> ClientConfig {
+/// `topic` (one or a list) or `topicPattern`, exactly one of them.
+pub(crate) fn subscription(v: &Value) -> Result<Subscription, String> {
+    Ok(match (present(v, "topic"), present(v, "topicPattern")) {
+        (None, None) => {
+            return Err("set one of `topic` (a topic or a list of topics) or `topicPattern` (a regular expression)".into());
+        }
+        (Some(_), Some(_)) => {
+            return Err("set only one of `topic` and `topicPattern`, not both".into());
+        }
+        (Some(topic), None) => {
+            let topics: Vec<String> = match topic {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| scalar(i, "topic"))
+                    .collect::<Result<_, _>>()?,
+                other => vec![scalar(other, "topic")?],
+            };
+            if topics.is_empty() {
+                return Err("`topic` is an empty list".into());
+            }
+            for t in &topics {
+                no_template(SOURCE, "topic", t)?;
+                check_topic_name(t, "topic")?;
+            }
+            let mut unique = topics.clone();
+            unique.sort();
+            unique.dedup();
+            if unique.len() != topics.len() {
+                return Err("`topic` lists a topic twice".into());
+            }
+            Subscription::Topics(topics)
+        }
+        (None, Some(pattern)) => {
+            let pattern = scalar(pattern, "topicPattern")?;
+            no_template(SOURCE, "topicPattern", &pattern)?;
+            if pattern.trim().is_empty() {
+                return Err("`topicPattern` is empty".into());
+            }
+            Subscription::Pattern(pattern)
+        }
+    })
+}
+
+/// `keyDeserializer` and `valueDeserializer`, also where Kestra's own examples put them (in
+/// `serdeProperties`); the other `serdeProperties` are reported as ignored.
+pub(crate) fn deserializers(
+    v: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<(Deserializer, Deserializer), String> {
+    let serde_properties = string_map(v, "serdeProperties")?;
+    let mut from_serde = BTreeMap::new();
+    for (key, value) in &serde_properties {
+        match key.as_str() {
+            "keyDeserializer" | "valueDeserializer" => {
+                from_serde.insert(key.as_str(), value.clone());
+            }
+            k if is_schema_registry_key(k) => warnings.push(format!(
+                "`serdeProperties.{k}` is ignored: no AVRO or PROTOBUF deserializer is used"
+            )),
+            k => warnings.push(format!(
+                "`serdeProperties.{k}` is ignored (it configures Kafka's Java deserializers)"
+            )),
+        }
+    }
+    let key_deserializer = deserializer(v, "keyDeserializer", from_serde.get("keyDeserializer"))?;
+    let value_deserializer =
+        deserializer(v, "valueDeserializer", from_serde.get("valueDeserializer"))?;
+    Ok((key_deserializer, value_deserializer))
+}
+
+pub(crate) fn base_config(properties: &BTreeMap<String, String>, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (key, value) in properties {
         c.set(key, value);
@@ -359,7 +376,7 @@ pub fn config_error(e: &KafkaError) -> String {
     }
 }
 
-fn check_topic_name(topic: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_topic_name(topic: &str, what: &str) -> Result<(), String> {
     let valid = !topic.is_empty()
         && topic.len() <= 249
         && topic != "."
@@ -377,7 +394,7 @@ fn check_topic_name(topic: &str, what: &str) -> Result<(), String> {
 }
 
 /// A map of scalars as text, in the order given.
-fn string_map(v: &Value, name: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn string_map(v: &Value, name: &str) -> Result<BTreeMap<String, String>, String> {
     match present(v, name) {
         None => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m
@@ -391,7 +408,7 @@ fn string_map(v: &Value, name: &str) -> Result<BTreeMap<String, String>, String>
     }
 }
 
-fn client_properties(
+pub(crate) fn client_properties(
     v: &Value,
     group_id: &str,
     warnings: &mut Vec<String>,
@@ -438,7 +455,7 @@ fn client_properties(
     Ok(properties)
 }
 
-fn deserializer(
+pub(crate) fn deserializer(
     v: &Value,
     name: &str,
     from_serde_properties: Option<&String>,
@@ -463,7 +480,7 @@ fn deserializer(
     Deserializer::parse(&chosen).map_err(|e| format!("`{name}`: {e}"))
 }
 
-fn on_serde_error(v: Option<&Value>) -> Result<OnSerdeError, String> {
+pub(crate) fn on_serde_error(v: Option<&Value>) -> Result<OnSerdeError, String> {
     const EXPECTED: &str = "`onSerdeError` must be SKIPPED, or `{type: DLQ, topic: <topic>}` (by default an undecodable record makes a FAILED execution holding the raw record)";
     let (kind, topic) = match v {
         None => return Ok(OnSerdeError::Fail),
@@ -757,7 +774,7 @@ mod tests {
         assert!(
             err(json!({"since": "2024-01-01T00:00:00Z"})).contains("`since` is not supported yet")
         );
-        assert!(err(json!({"groupType": "SHARE"})).contains("SHARE` is not supported"));
+        assert!(err(json!({"groupType": "SHARE"})).contains("needs an Apache Kafka broker 4.2"));
         ok(json!({"groupType": "CONSUMER"}));
     }
 

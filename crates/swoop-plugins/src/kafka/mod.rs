@@ -1,16 +1,29 @@
-//! Kafka: `io.kestra.plugin.kafka.RealtimeTrigger`, one execution per record.
+//! Kafka: `io.kestra.plugin.kafka.RealtimeTrigger` (one execution per record), `Trigger` (one
+//! execution per batch, on an interval), and the `Consume` and `Produce` tasks.
 //!
-//! - [`config`]: the trigger's properties (Kestra's), checked when the flow is built, and the
-//!   librdkafka client configurations made from them.
+//! - [`config`]: the realtime trigger's properties (Kestra's), checked when the flow is built,
+//!   the librdkafka client configurations made from them, and the property checks every Kafka
+//!   type shares.
 //! - [`serde`]: key/value deserializers (Kestra's `SerdeType`s) and header filters.
 //! - [`offsets`]: which offsets may be committed — never one whose record's execution is not
 //!   durable yet.
+//! - [`record`]: a record copied out of librdkafka and decoded into Kestra's variables.
+//! - [`clients`]: log lines, the plain client context, closing clients, dead letters.
 //! - [`source`]: the consumer, as a [`swoop_core::realtime::RealtimeSource`].
+//! - [`batch`]: a bounded batch of records read into an ION file (`Consume`, `Trigger`);
+//!   [`consume`] and [`trigger`] use it.
+//! - [`produce`]: the `Produce` task, transactional by default.
 
+pub mod batch;
+pub mod clients;
 pub mod config;
+pub mod consume;
 pub mod offsets;
+pub mod produce;
+pub mod record;
 pub mod serde;
 pub mod source;
+pub mod trigger;
 
 use swoop_core::Registry;
 use swoop_core::registry::{PropSpec, PropType, TriggerFactory};
@@ -61,10 +74,16 @@ impl FromTriggerProperties for KafkaSource {
 
 pub fn register(registry: &mut Registry) {
     registry.register_trigger(realtime_trigger_factory());
+    registry.register_trigger(trigger::factory());
+    registry.register_task(consume::factory());
+    registry.register_task(produce::factory());
 }
 
 #[cfg(test)]
 pub(crate) mod mock_tests;
+
+#[cfg(test)]
+mod batch_mock_tests;
 
 #[cfg(all(test, feature = "core"))]
 mod tests {

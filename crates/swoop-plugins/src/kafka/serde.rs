@@ -162,6 +162,71 @@ impl Deserializer {
     }
 }
 
+/// How a `Produce` record's key or value becomes bytes, as Kafka's Java serializers write
+/// them (the same names as [`Deserializer`], which reads them back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serializer(pub Deserializer);
+
+impl Serializer {
+    pub fn parse(name: &str) -> Result<Serializer, String> {
+        Deserializer::parse(name).map(Serializer)
+    }
+
+    /// The bytes of `value`; null is a null key or value (a tombstone), as is every value for
+    /// VOID. STRING writes text as it is and anything else as JSON text; BYTES takes base64.
+    pub fn encode(self, value: &Value) -> Result<Option<Vec<u8>>, String> {
+        let kind = self.0;
+        if value.is_null() || kind == Deserializer::Void {
+            return Ok(None);
+        }
+        let name = kind.name();
+        let integer = |min: i64, max: i64| -> Result<i64, String> {
+            let n = match value {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            n.filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| format!("{name} needs an integer from {min} to {max}, got {value}"))
+        };
+        let float = || -> Result<f64, String> {
+            match value {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| format!("{name} needs a number, got {value}"))
+        };
+        Ok(Some(match kind {
+            Deserializer::String => match value {
+                Value::String(s) => s.clone().into_bytes(),
+                other => other.to_string().into_bytes(),
+            },
+            Deserializer::Json => serde_json::to_vec(value).map_err(|e| e.to_string())?,
+            Deserializer::Bytes => match value {
+                Value::String(s) => BASE64
+                    .decode(s.trim())
+                    .map_err(|e| format!("BYTES needs base64 text: {e}"))?,
+                other => return Err(format!("BYTES needs base64 text, got {other}")),
+            },
+            Deserializer::Short => (integer(i16::MIN.into(), i16::MAX.into())? as i16)
+                .to_be_bytes()
+                .to_vec(),
+            Deserializer::Integer => (integer(i32::MIN.into(), i32::MAX.into())? as i32)
+                .to_be_bytes()
+                .to_vec(),
+            Deserializer::Long => integer(i64::MIN, i64::MAX)?.to_be_bytes().to_vec(),
+            Deserializer::Float => (float()? as f32).to_be_bytes().to_vec(),
+            Deserializer::Double => float()?.to_be_bytes().to_vec(),
+            Deserializer::Uuid => match value {
+                Value::String(s) if is_uuid(s.trim()) => s.trim().as_bytes().to_vec(),
+                other => return Err(format!("UUID needs a UUID as text, got {other}")),
+            },
+            Deserializer::Void => unreachable!("handled above"),
+        }))
+    }
+}
+
 /// `8-4-4-4-12` hexadecimal digits (what Kafka's `UUIDDeserializer` reads).
 fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
@@ -412,5 +477,62 @@ mod tests {
         // A repeated header matches through any of its values.
         let repeated = vec![h("type", Some("a")), h("type", Some("b"))];
         assert!(headers_match(&f(&[("type", "b")]), &repeated));
+    }
+
+    #[test]
+    fn every_serializer_writes_what_its_deserializer_reads() {
+        let cases = [
+            ("STRING", json!("héllo")),
+            ("JSON", json!({"a": [1, 2]})),
+            ("BYTES", json!("AAEC")),
+            ("SHORT", json!(-2)),
+            ("INTEGER", json!(123456)),
+            ("LONG", json!(-9_000_000_000_i64)),
+            ("FLOAT", json!(1.5)),
+            ("DOUBLE", json!(2.25)),
+            ("UUID", json!("123e4567-e89b-12d3-a456-426614174000")),
+        ];
+        for (name, value) in cases {
+            let bytes = Serializer::parse(name).unwrap().encode(&value).unwrap();
+            assert_eq!(
+                d(name).decode(bytes.as_deref()),
+                Ok(value.clone()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            Serializer::parse("VOID").unwrap().encode(&json!("x")),
+            Ok(None)
+        );
+        assert_eq!(
+            Serializer::parse("LONG")
+                .unwrap()
+                .encode(&json!("42"))
+                .unwrap(),
+            Some(42i64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            Serializer::parse("STRING")
+                .unwrap()
+                .encode(&json!(7))
+                .unwrap(),
+            Some(b"7".to_vec())
+        );
+        let e = Serializer::parse("INTEGER")
+            .unwrap()
+            .encode(&json!("abc"))
+            .unwrap_err();
+        assert!(e.contains("INTEGER needs an integer"), "{e}");
+        let e = Serializer::parse("SHORT")
+            .unwrap()
+            .encode(&json!(70000))
+            .unwrap_err();
+        assert!(e.contains("from -32768 to 32767"), "{e}");
+        assert!(
+            Serializer::parse("UUID")
+                .unwrap()
+                .encode(&json!("nope"))
+                .is_err()
+        );
     }
 }

@@ -389,6 +389,7 @@ fn event(message: Message, settler: &Settler<(u16, Qos)>) -> Event {
         key: Some(topic.clone()),
         partition: Some(topic),
         decode_error,
+        execution_id: None,
         ack,
     }
 }

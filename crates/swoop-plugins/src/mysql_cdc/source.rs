@@ -304,6 +304,7 @@ pub(super) fn event(
         key,
         partition: Some(format!("{db}.{table}")),
         decode_error: None,
+        execution_id: None,
         ack,
     })
 }

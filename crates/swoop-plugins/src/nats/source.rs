@@ -317,6 +317,7 @@ pub(crate) fn event(
         key: None,
         partition: Some(subject),
         decode_error,
+        execution_id: None,
         ack,
     }
 }

@@ -361,6 +361,7 @@ fn event(serde_type: SerdeType, message: Message, ack: Ack) -> Event {
         key: ordering_key.clone(),
         partition: ordering_key,
         decode_error,
+        execution_id: None,
         ack,
     }
 }

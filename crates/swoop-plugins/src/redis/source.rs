@@ -317,6 +317,7 @@ impl Reading {
             decode_error,
             // Released, or the ack task gone: the guard is dropped, and the element is handed
             // out again on the next run.
+            execution_id: None,
             ack: self.settler.ack(guard),
         }
     }

@@ -399,6 +399,7 @@ fn event(serde_type: SerdeType, message: &Message, ack: Ack) -> Event {
         key: group_id.clone(),
         partition: group_id,
         decode_error,
+        execution_id: None,
         ack,
     }
 }

@@ -46,9 +46,21 @@ impl Server {
         port: u16,
         env: &[(&str, &str)],
     ) -> Server {
+        Server::start_with_args(data_dir, flows, port, env, &[])
+    }
+
+    /// [`Server::start_with_env`] with more command-line arguments (`--db …`).
+    pub fn start_with_args(
+        data_dir: &Path,
+        flows: Option<&Path>,
+        port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let mut cmd = swoop();
         cmd.args(["server", "local", "--port", &port.to_string(), "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .envs(env.iter().copied())
             .env("SWOOP_LOG", "warn")
             .stdout(Stdio::null())

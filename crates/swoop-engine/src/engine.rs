@@ -21,10 +21,12 @@ use swoop_core::storage::{
 };
 use swoop_core::validate::Diagnostic;
 use swoop_core::{Execution, Flow, Registry, State};
+use swoop_store::cluster::{JoinRequest, NodeState, Notice};
 use swoop_store::{Created, DedupKey, Durability, FlowRecord, Store};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{self, Node, NodeSettings};
 use crate::error::{EngineError, EngineResult};
 use crate::executor::Run;
 use crate::inputs::resolve_inputs;
@@ -114,6 +116,10 @@ pub struct Engine {
     pub(crate) resources: Arc<SharedResources>,
     /// Writes running executions' in-between states, coalesced.
     pub(crate) saver: Arc<BackgroundSaver>,
+    /// This node's part in a cluster (a PostgreSQL store shared by several nodes); `None` on
+    /// one node alone.
+    pub(crate) node: Option<Arc<Node>>,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
     me: Weak<Engine>,
 }
 
@@ -134,6 +140,38 @@ impl Engine {
         registry: Arc<Registry>,
         storage: Arc<dyn InternalStorage>,
     ) -> EngineResult<Arc<Engine>> {
+        Self::start_node(store, registry, storage, None).await
+    }
+
+    /// [`Engine::start_with_storage`] as one node of a cluster when `settings` are given and the
+    /// store can be shared (PostgreSQL): the node joins, takes its share of the triggers and the
+    /// executions no live node runs (see [`crate::cluster`]) instead of resuming every
+    /// unfinished execution.
+    pub async fn start_node(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        storage: Arc<dyn InternalStorage>,
+        settings: Option<NodeSettings>,
+    ) -> EngineResult<Arc<Engine>> {
+        let node = match (settings, store.cluster()) {
+            (Some(settings), Some(cluster)) => {
+                let id = cluster
+                    .join(&JoinRequest {
+                        name: settings.name.clone(),
+                        roles: settings.roles,
+                        liveness_timeout: settings.liveness_timeout,
+                    })
+                    .await?;
+                Some(Arc::new(Node::new(settings, id)))
+            }
+            (Some(_), None) => {
+                return Err(EngineError::invalid(format!(
+                    "several nodes need a store they can share: the `{}` store is one node's (use --db postgres://…)",
+                    store.backend()
+                )));
+            }
+            (None, _) => None,
+        };
         let engine = Arc::new_cyclic(|me| Engine {
             store,
             registry,
@@ -147,6 +185,8 @@ impl Engine {
             storage,
             resources: Arc::new(SharedResources::new()),
             saver: Arc::new(BackgroundSaver::default()),
+            node,
+            started_at: chrono::Utc::now(),
             me: me.clone(),
         });
         tokio::spawn(
@@ -170,8 +210,20 @@ impl Engine {
                 ),
             }
         }
-        engine.resume_unfinished().await?;
+        match &engine.node {
+            // Claims (the first at once) take over what no live node runs, this name's earlier
+            // process included.
+            Some(node) => {
+                tokio::spawn(cluster::run(engine.clone(), node.clone()));
+            }
+            None => engine.resume_unfinished().await?,
+        }
         Ok(engine)
+    }
+
+    /// This node's part in a cluster, if it is one.
+    pub fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
     }
 
     fn arc(&self) -> Arc<Engine> {
@@ -191,10 +243,32 @@ impl Engine {
     /// Stops the triggers, gives running executions [`SHUTDOWN_GRACE`] to end, then waits for
     /// pending writes. Executions still running then are not killed: they stay unfinished in
     /// the store and resume at the next start, as after a crash.
+    ///
+    /// As a node of a cluster: TERMINATING, the triggers stop and their leases are kept for this
+    /// node's name for `terminationGracePeriod` (a restart takes them back without a gap), the
+    /// executions get that period to end; then TERMINATED_GRACEFULLY, or TERMINATED_FORCED with
+    /// executions left, which the other nodes claim at once.
     pub async fn shutdown(&self) {
+        let grace = match &self.node {
+            Some(node) if !node.lost.is_cancelled() => {
+                let cluster = cluster::cluster_of(self);
+                if let Err(e) = cluster.set_node_state(NodeState::Terminating).await {
+                    tracing::warn!(error = %e, "cannot mark this node TERMINATING");
+                }
+                self.shutdown.cancel();
+                cluster::leases::release_all(
+                    &self.arc(),
+                    node,
+                    node.settings.termination_grace_period,
+                )
+                .await;
+                node.settings.termination_grace_period
+            }
+            _ => SHUTDOWN_GRACE,
+        };
         self.shutdown.cancel();
         self.triggers.stop_all();
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let deadline = tokio::time::Instant::now() + grace;
         let mut events = self.subscribe();
         while self.running_count() > 0 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -211,6 +285,28 @@ impl Engine {
         }
         self.saver.save_pending(self.store.as_ref()).await;
         let _ = self.store.flush().await;
+        if let Some(node) = self.node.as_ref().filter(|n| !n.lost.is_cancelled()) {
+            let cluster = cluster::cluster_of(self);
+            let state = if left > 0 {
+                NodeState::TerminatedForced
+            } else {
+                NodeState::TerminatedGracefully
+            };
+            if let Err(e) = cluster.set_node_state(state).await {
+                tracing::warn!(error = %e, "cannot record this node's stop");
+            }
+            if left > 0 {
+                let _ = cluster.notify(&Notice::Work).await;
+            }
+            tracing::info!(node = %node.id, state = state.as_str(), "node stopped");
+        }
+    }
+
+    /// Stops taking work at once, without saving anything more: the cluster declared this node
+    /// DISCONNECTED and other nodes run its executions and triggers now.
+    pub(crate) fn abandon(&self) {
+        self.shutdown.cancel();
+        self.triggers.stop_all();
     }
 
     // ---------------------------------------------------------------- flows
@@ -249,10 +345,100 @@ impl Engine {
             .lock()
             .insert((key.clone(), flow.revision), flow.clone());
         self.flows.write().insert(key, flow.clone());
-        self.triggers.restart_flow(&self.arc(), &flow);
+        self.triggers
+            .restart_flow(&self.arc(), &flow, |trigger| self.may_run_trigger(trigger));
+        if let Some(node) = &self.node {
+            node.rebalance.notify_one();
+        }
         // A new revision may use other connections: it re-registers as a user on first use,
         // and what only the old revision used is closed.
         self.release_flow_resources(&flow.namespace, &flow.id);
+    }
+
+    /// On one node every trigger runs; in a cluster, those whose lease this node holds.
+    fn may_run_trigger(&self, trigger: &str) -> bool {
+        self.node.as_ref().is_none_or(|n| n.holds(trigger))
+    }
+
+    /// Starts a trigger of a flow's newest revision (its lease was just taken).
+    pub(crate) fn start_trigger(&self, flow: &Arc<Flow>, trigger_id: &str) {
+        let flow = self.flow(&flow.namespace, &flow.id).unwrap_or(flow.clone());
+        if let Some(trigger) = flow.triggers.iter().find(|t| t.id == trigger_id) {
+            self.triggers.start(&self.arc(), &flow, trigger);
+        }
+    }
+
+    /// Stops a trigger and waits until it has (at most `within`).
+    pub(crate) async fn stop_trigger(&self, trigger: &str, within: Duration) -> bool {
+        self.triggers.stop_and_wait(trigger, within).await
+    }
+
+    /// Tells the other nodes a flow changed.
+    async fn announce_flow(&self, namespace: &str, id: &str) {
+        if self.node.is_some() {
+            let notice = Notice::Flow {
+                namespace: namespace.into(),
+                id: id.into(),
+            };
+            if let Err(e) = cluster::cluster_of(self).notify(&notice).await {
+                tracing::warn!(namespace, flow = id, error = %e, "cannot tell the other nodes a flow changed: they see it when they listen again");
+            }
+        }
+    }
+
+    /// Loads a flow as the store has it now (another node stored or deleted it).
+    pub(crate) async fn reload_flow(&self, namespace: &str, id: &str) -> EngineResult<()> {
+        match self.store.get_flow(namespace, id).await? {
+            Some(record) => {
+                let current = self.flow(namespace, id).map(|f| f.revision);
+                if current != Some(record.revision) {
+                    match self.parse_record(&record) {
+                        Ok(flow) => {
+                            tracing::info!(
+                                namespace,
+                                flow = id,
+                                revision = record.revision,
+                                "flow changed on another node: reloaded"
+                            );
+                            self.install_flow(Arc::new(flow));
+                        }
+                        Err(d) => {
+                            return Err(EngineError::Invalid {
+                                message: format!("flow `{namespace}.{id}` no longer validates"),
+                                details: d,
+                            });
+                        }
+                    }
+                }
+            }
+            None => {
+                let key = (namespace.to_string(), id.to_string());
+                if self.flows.write().remove(&key).is_some() {
+                    self.triggers.stop_flow(&key);
+                    self.release_flow_resources(namespace, id);
+                    tracing::info!(namespace, flow = id, "flow deleted on another node");
+                    if let Some(node) = &self.node {
+                        node.rebalance.notify_one();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every flow (notices may have been missed).
+    pub(crate) async fn reload_all_flows(&self) -> EngineResult<()> {
+        let stored = self.store.list_flows().await?;
+        let mut known: std::collections::HashSet<FlowKey> =
+            self.flows.read().keys().cloned().collect();
+        for record in &stored {
+            known.remove(&(record.namespace.clone(), record.id.clone()));
+            self.reload_flow(&record.namespace, &record.id).await?;
+        }
+        for (namespace, id) in known {
+            self.reload_flow(&namespace, &id).await?;
+        }
+        Ok(())
     }
 
     fn release_flow_resources(&self, namespace: &str, id: &str) {
@@ -283,6 +469,7 @@ impl Engine {
         if !unchanged {
             tracing::info!(namespace = %flow.namespace, flow = %flow.id, revision = flow.revision, "flow stored");
             self.install_flow(flow.clone());
+            self.announce_flow(&flow.namespace, &flow.id).await;
         }
         Ok(self.flow(&flow.namespace, &flow.id).unwrap_or(flow))
     }
@@ -334,6 +521,7 @@ impl Engine {
         self.triggers.stop_flow(&key);
         self.release_flow_resources(namespace, id);
         tracing::info!(namespace, flow = id, "flow deleted");
+        self.announce_flow(namespace, id).await;
         Ok(())
     }
 
@@ -479,6 +667,9 @@ impl Engine {
                 tracing::debug!(execution = %execution.id, namespace = %flow.namespace, flow = %flow.id, "execution created");
                 if execution.state.current.is_terminal() {
                     self.notify(&execution.id, execution.state.current);
+                } else if self.node.as_ref().is_some_and(|n| !n.executes()) {
+                    // Created without an owner: a node that executes claims it.
+                    let _ = cluster::cluster_of(self).notify(&Notice::Work).await;
                 } else {
                     self.spawn(flow.clone(), execution.clone(), hold.take());
                 }
@@ -722,6 +913,24 @@ impl Engine {
                 execution.state.current
             )));
         }
+        if self.node.is_some() {
+            let cluster = cluster::cluster_of(self);
+            if let Some(owner) = cluster.execution_owner(id).await? {
+                // It runs on another node: that node kills it.
+                cluster
+                    .notify(&Notice::Kill {
+                        execution_id: id.to_string(),
+                    })
+                    .await?;
+                tracing::info!(execution = %id, node = %owner, "kill sent to the node that runs the execution");
+                return Ok(execution);
+            }
+            if !cluster.adopt_execution(id).await? {
+                return Err(EngineError::Conflict(format!(
+                    "execution `{id}` is being taken over by another node: try again"
+                )));
+            }
+        }
         execution.state.transition(State::Killed);
         self.store
             .save_execution(&execution, Durability::Wait)
@@ -752,6 +961,11 @@ impl Engine {
                 execution.flow_revision,
             )
             .await?;
+        if self.node.is_some() && !cluster::cluster_of(self).adopt_execution(id).await? {
+            return Err(EngineError::Conflict(format!(
+                "execution `{id}` is run by another node"
+            )));
+        }
         execution.task_run_list.retain(|t| !t.error_branch);
         for run in &mut execution.task_run_list {
             if run.state.current.is_failed() {
@@ -773,34 +987,50 @@ impl Engine {
         if !unfinished.is_empty() {
             tracing::info!(count = unfinished.len(), "resuming unfinished executions");
         }
-        for mut execution in unfinished {
-            if execution.state.current == State::Killing {
-                execution.state.transition(State::Killed);
+        for execution in unfinished {
+            self.resume(execution).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs an unfinished execution again here (after a restart, or claimed from a node that
+    /// stopped or died): an execution being killed ends KILLED; one whose flow is gone FAILED.
+    pub(crate) async fn resume(&self, mut execution: Execution) -> EngineResult<()> {
+        if self.live.lock().contains_key(&execution.id) {
+            return Ok(());
+        }
+        if execution.state.current == State::Killing {
+            execution.state.transition(State::Killed);
+            self.store
+                .save_execution(&execution, Durability::Background)
+                .await?;
+            self.notify(&execution.id, State::Killed);
+            return Ok(());
+        }
+        match self
+            .flow_revision(
+                &execution.namespace,
+                &execution.flow_id,
+                execution.flow_revision,
+            )
+            .await
+        {
+            Ok(flow) => self.spawn(flow, execution, None),
+            Err(e) => {
+                tracing::error!(execution = %execution.id, error = %e, "cannot resume execution: its flow is gone");
+                execution.error = Some(format!("cannot resume: {e}"));
+                execution.state.transition(State::Failed);
                 self.store
                     .save_execution(&execution, Durability::Background)
                     .await?;
-                continue;
-            }
-            match self
-                .flow_revision(
-                    &execution.namespace,
-                    &execution.flow_id,
-                    execution.flow_revision,
-                )
-                .await
-            {
-                Ok(flow) => self.spawn(flow, execution, None),
-                Err(e) => {
-                    tracing::error!(execution = %execution.id, error = %e, "cannot resume execution: its flow is gone");
-                    execution.error = Some(format!("cannot resume: {e}"));
-                    execution.state.transition(State::Failed);
-                    self.store
-                        .save_execution(&execution, Durability::Background)
-                        .await?;
-                }
             }
         }
         Ok(())
+    }
+
+    /// Whether the execution runs in this process now.
+    pub fn is_running_here(&self, id: &str) -> bool {
+        self.live.lock().contains_key(id)
     }
 
     /// The semaphore that enforces a flow's `concurrency.limit`.

@@ -6,6 +6,7 @@
 //! - `triggers`: schedules; webhooks come through [`Engine::webhook`].
 //! - [`flows_dir::FlowsDir`]: a folder of flow files kept in sync with the engine.
 
+pub mod cluster;
 mod context;
 mod engine;
 mod error;
@@ -16,6 +17,7 @@ mod realtime;
 mod saver;
 mod triggers;
 
+pub use cluster::{Node, NodeSettings};
 pub use engine::{Engine, ExecutionEvent, FlowKey, LiveExecution, NewExecution};
 pub use error::{EngineError, EngineResult};
 pub use realtime::{TriggerState, TriggerStatus};

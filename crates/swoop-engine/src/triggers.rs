@@ -23,83 +23,135 @@ use crate::realtime::{self, SharedStatus, TriggerStatus};
 
 /// One running trigger task.
 struct RunningTrigger {
+    flow: FlowKey,
     stop: CancellationToken,
     status: SharedStatus,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// `namespace/flowId/triggerId`: a trigger's dedup scope and its lease's name.
+pub fn trigger_key(flow: &Flow, trigger_id: &str) -> String {
+    format!("{}/{}/{}", flow.namespace, flow.id, trigger_id)
+}
+
+/// Whether a trigger needs a task (and, with several nodes, a lease): schedules and realtime
+/// triggers of an enabled flow.
+pub(crate) fn runs_a_task(flow: &Flow, trigger: &TriggerDef) -> bool {
+    !flow.disabled
+        && !trigger.disabled
+        && matches!(
+            trigger.kind,
+            TriggerKind::Schedule(_) | TriggerKind::Realtime(_)
+        )
 }
 
 #[derive(Default)]
 pub struct TriggerSupervisor {
-    running: Mutex<HashMap<FlowKey, Vec<RunningTrigger>>>,
+    /// By trigger key.
+    running: Mutex<HashMap<String, RunningTrigger>>,
 }
 
 impl TriggerSupervisor {
-    /// Stops the flow's trigger tasks and starts those of its new revision.
-    pub fn restart_flow(&self, engine: &Arc<Engine>, flow: &Arc<Flow>) {
+    /// Stops the flow's trigger tasks and starts those of its new revision that `may_run`
+    /// allows (all of them on one node; the leased ones with several).
+    pub fn restart_flow(
+        &self,
+        engine: &Arc<Engine>,
+        flow: &Arc<Flow>,
+        may_run: impl Fn(&str) -> bool,
+    ) {
         let key = (flow.namespace.clone(), flow.id.clone());
-        let mut started = Vec::new();
-        if !flow.disabled {
-            for trigger in flow.triggers.iter().filter(|t| !t.disabled) {
-                let stop = engine.shutdown.child_token();
-                match &trigger.kind {
-                    TriggerKind::Schedule(schedule) => {
-                        let status = realtime::new_status(flow, &trigger.id, &trigger.type_name, 0);
-                        realtime::set_running(&status);
-                        tokio::spawn(run_schedule(
-                            engine.clone(),
-                            flow.clone(),
-                            trigger_ref(trigger),
-                            schedule.clone(),
-                            stop.clone(),
-                        ));
-                        started.push(RunningTrigger { stop, status });
-                    }
-                    TriggerKind::Realtime(rt) => {
-                        let status = realtime::new_status(
-                            flow,
-                            &trigger.id,
-                            &trigger.type_name,
-                            rt.settings.max_in_flight,
-                        );
-                        tokio::spawn(realtime::run(
-                            engine.clone(),
-                            flow.clone(),
-                            trigger.id.clone(),
-                            trigger.type_name.clone(),
-                            rt.clone(),
-                            status.clone(),
-                            stop.clone(),
-                        ));
-                        started.push(RunningTrigger { stop, status });
-                    }
-                    TriggerKind::Webhook(_) => {}
-                }
+        self.stop_flow(&key);
+        for trigger in flow.triggers.iter().filter(|t| runs_a_task(flow, t)) {
+            if may_run(&trigger_key(flow, &trigger.id)) {
+                self.start(engine, flow, trigger);
             }
         }
-        if let Some(old) = self.running.lock().insert(key, started) {
-            old.iter().for_each(|t| t.stop.cancel());
+    }
+
+    /// Starts one trigger of a flow (stopping a task it had already).
+    pub(crate) fn start(&self, engine: &Arc<Engine>, flow: &Arc<Flow>, trigger: &TriggerDef) {
+        let stop = engine.shutdown.child_token();
+        let (status, task) = match &trigger.kind {
+            TriggerKind::Schedule(schedule) => {
+                let status = realtime::new_status(flow, &trigger.id, &trigger.type_name, 0);
+                realtime::set_running(&status);
+                let task = tokio::spawn(run_schedule(
+                    engine.clone(),
+                    flow.clone(),
+                    trigger_ref(trigger),
+                    schedule.clone(),
+                    stop.clone(),
+                ));
+                (status, task)
+            }
+            TriggerKind::Realtime(rt) => {
+                let status = realtime::new_status(
+                    flow,
+                    &trigger.id,
+                    &trigger.type_name,
+                    rt.settings.max_in_flight,
+                );
+                let task = tokio::spawn(realtime::run(
+                    engine.clone(),
+                    flow.clone(),
+                    trigger.id.clone(),
+                    trigger.type_name.clone(),
+                    rt.clone(),
+                    status.clone(),
+                    stop.clone(),
+                ));
+                (status, task)
+            }
+            TriggerKind::Webhook(_) => return,
+        };
+        let running = RunningTrigger {
+            flow: (flow.namespace.clone(), flow.id.clone()),
+            stop,
+            status,
+            task,
+        };
+        if let Some(old) = self
+            .running
+            .lock()
+            .insert(trigger_key(flow, &trigger.id), running)
+        {
+            old.stop.cancel();
         }
+    }
+
+    /// Stops one trigger and waits (at most `within`) until its task has returned: a realtime
+    /// source has then confirmed what was recorded. `false` when it did not return in time.
+    pub(crate) async fn stop_and_wait(&self, key: &str, within: std::time::Duration) -> bool {
+        let Some(running) = self.running.lock().remove(key) else {
+            return true;
+        };
+        running.stop.cancel();
+        tokio::time::timeout(within, running.task).await.is_ok()
     }
 
     pub fn stop_flow(&self, key: &FlowKey) {
-        if let Some(old) = self.running.lock().remove(key) {
-            old.iter().for_each(|t| t.stop.cancel());
-        }
+        self.running.lock().retain(|_, t| {
+            if &t.flow == key {
+                t.stop.cancel();
+                false
+            } else {
+                true
+            }
+        });
     }
 
     pub fn stop_all(&self) {
-        for (_, triggers) in self.running.lock().drain() {
-            triggers.iter().for_each(|t| t.stop.cancel());
+        for (_, t) in self.running.lock().drain() {
+            t.stop.cancel();
         }
     }
 
     /// The status of every running trigger, by namespace, flow and trigger id.
     pub fn statuses(&self) -> Vec<TriggerStatus> {
         let running = self.running.lock();
-        let mut out: Vec<TriggerStatus> = running
-            .values()
-            .flatten()
-            .map(|t| t.status.lock().clone())
-            .collect();
+        let mut out: Vec<TriggerStatus> =
+            running.values().map(|t| t.status.lock().clone()).collect();
         out.sort_by(|a, b| {
             (&a.namespace, &a.flow_id, &a.trigger_id).cmp(&(
                 &b.namespace,
@@ -152,7 +204,7 @@ async fn run_schedule(
             return;
         }
     };
-    let dedup_trigger = format!("{}/{}/{}", flow.namespace, flow.id, trigger.id);
+    let dedup_trigger = trigger_key(&flow, &trigger.id);
     let mut after = Utc::now().with_timezone(&tz);
     loop {
         let next = match cron.find_next_occurrence(&after, false) {

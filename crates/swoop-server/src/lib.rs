@@ -60,6 +60,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         )
         .route("/api/v1/logs/{execution_id}", get(executions::logs))
         .route("/api/v1/triggers/search", get(triggers_search))
+        .route("/api/v1/cluster/nodes", get(cluster_nodes))
         .with_state(state)
 }
 
@@ -68,8 +69,18 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         "status": "UP",
         "store": state.engine.store().backend(),
         "runningExecutions": state.engine.running_count(),
+        "node": state.engine.node().map(|n| json!({"id": n.id, "name": n.settings.name})),
     }))
     .into_response()
+}
+
+/// The nodes of the cluster (one node alone: this one), with their state, heartbeat and the
+/// triggers each runs: `{"results": [...], "total": N}`.
+async fn cluster_nodes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let nodes = state.engine.cluster_nodes().await?;
+    Ok(Json(json!({"total": nodes.len(), "results": nodes})))
 }
 
 #[derive(Debug, serde::Deserialize)]

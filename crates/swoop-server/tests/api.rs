@@ -1233,3 +1233,21 @@ async fn execution_files_are_served_only_to_their_execution() {
     let (status, _) = app.get(&format!("/api/v1/executions/{a_id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// One node alone shows itself, RUNNING, with every role and the triggers it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_nodes_of_one_node() {
+    let app = TestApp::new().await;
+    let (status, body) = app.get("/api/v1/cluster/nodes").await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["total"], 1, "{body:#}");
+    let node = &body["results"][0];
+    assert_eq!(node["state"], "RUNNING", "{body:#}");
+    assert_eq!(node["thisNode"], true);
+    assert_eq!(
+        node["roles"],
+        json!(["executor", "worker", "scheduler", "webserver"])
+    );
+    assert_eq!(node["triggers"], json!([]));
+    assert!(node["heartbeatAt"].as_str().is_some(), "{body:#}");
+}

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
 
+pub mod cluster;
 pub mod local_storage;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -36,6 +37,10 @@ pub enum StoreError {
     Data(String),
     #[error("the store is closed")]
     Closed,
+    /// The write was refused because another node owns what it writes (an execution taken
+    /// over, a trigger whose lease passed on): see [`cluster`].
+    #[error("{0}")]
+    Fenced(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -164,4 +169,8 @@ pub trait Store: FlowStore + ExecutionStore + LogStore + TriggerStateStore {
     async fn flush(&self) -> StoreResult<()>;
     /// A short name for logs and `/health` ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
+    /// The store's side of several nodes, when the backend can be shared (PostgreSQL).
+    fn cluster(&self) -> Option<&dyn cluster::ClusterStore> {
+        None
+    }
 }

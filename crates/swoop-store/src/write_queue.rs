@@ -93,6 +93,7 @@ pub(crate) fn clone_error(e: &StoreError) -> StoreError {
         StoreError::Backend(s) => StoreError::Backend(s.clone()),
         StoreError::Data(s) => StoreError::Data(s.clone()),
         StoreError::Closed => StoreError::Closed,
+        StoreError::Fenced(s) => StoreError::Fenced(s.clone()),
     }
 }
 

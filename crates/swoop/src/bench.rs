@@ -28,11 +28,16 @@ pub struct BenchArgs {
     /// The store: `sqlite` or a PostgreSQL URL (`postgres://…`; use an empty database).
     #[arg(long, default_value = "sqlite")]
     db: String,
+    /// With a PostgreSQL `--db`: run as a node of the cluster under this name (heartbeats,
+    /// fenced writes, as `swoop server` does), with the flow in namespace
+    /// `swoop.bench.<name>`, so that several bench processes measure several nodes at once.
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 const FLOW: &str = r#"
 id: bench
-namespace: swoop.bench
+namespace: NAMESPACE
 tasks:
   - id: log
     type: io.kestra.plugin.core.log.Log
@@ -90,8 +95,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| scratch.path().to_path_buf());
-    let engine = crate::start_engine_on(&dir, &args.db, sync).await?;
-    engine.put_flow(FLOW).await?;
+    let (namespace, node) = match &args.node_name {
+        Some(name) => {
+            anyhow::ensure!(
+                crate::is_postgres(&args.db),
+                "--node-name needs a PostgreSQL --db"
+            );
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "--node-name {name}: use letters and digits (it names the bench's namespace)"
+            );
+            let settings =
+                swoop_engine::NodeSettings::new(name.clone(), swoop_store::cluster::Roles::ALL);
+            (format!("swoop.bench.{name}"), Some(settings))
+        }
+        None => ("swoop.bench".to_string(), None),
+    };
+    let engine = crate::start_node_on(&dir, &args.db, sync, node).await?;
+    engine
+        .put_flow(&FLOW.replace("NAMESPACE", &namespace))
+        .await?;
 
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut events = engine.subscribe();
@@ -122,10 +145,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     eprintln!(
-        "running {} executions of a one-Log-task flow, {} in flight, SQLite store in {}",
+        "running {} executions of a one-Log-task flow, {} in flight, {} store",
         args.executions,
         args.concurrency,
-        dir.display()
+        engine.store().backend()
     );
     let started = Instant::now();
     // Creations run concurrently (each waits for its group commit), as events from a source do.
@@ -133,10 +156,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.executions {
         slots.acquire().await?.forget();
         let engine = engine.clone();
+        let namespace = namespace.clone();
         creations.spawn(async move {
             engine
                 .execute(NewExecution {
-                    namespace: "swoop.bench".into(),
+                    namespace,
                     flow_id: "bench".into(),
                     ..Default::default()
                 })
@@ -162,7 +186,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut to_running = Vec::with_capacity(args.executions);
     let mut to_end = Vec::with_capacity(args.executions);
     let mut states = std::collections::BTreeMap::<State, usize>::new();
-    for e in &all_executions(engine.store().as_ref(), "swoop.bench").await? {
+    for e in &all_executions(engine.store().as_ref(), &namespace).await? {
         *states.entry(e.state.current).or_default() += 1;
         let created = e.state.histories[0].date;
         let at = |s: State| {

@@ -37,11 +37,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server.
-    Server {
-        #[command(subcommand)]
-        mode: ServerMode,
-    },
+    /// Run the server: `swoop server local` (or `swoop server`, the same) on the embedded
+    /// store, or as one node of several with `--db postgres://…`.
+    Server(Box<ServerCommand>),
     /// Work with flow files.
     Flow {
         #[command(subcommand)]
@@ -73,9 +71,20 @@ enum BenchKind {
     KafkaDrain(bench_kafka_drain::KafkaDrainArgs),
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ServerCommand {
+    #[command(subcommand)]
+    mode: Option<ServerMode>,
+    /// (without a subcommand: as `local`)
+    #[command(flatten)]
+    args: LocalArgs,
+}
+
 #[derive(Subcommand)]
 enum ServerMode {
-    /// Everything in one process on the embedded SQLite store.
+    /// Everything in one process: on the embedded SQLite store, or with `--db postgres://…` as
+    /// one node of a cluster.
     Local(LocalArgs),
 }
 
@@ -101,6 +110,83 @@ struct LocalArgs {
     /// `normal` survives a process crash; `full` also survives power loss (slower).
     #[arg(long, value_enum, default_value_t = Sync::Normal)]
     sync: Sync,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// How a node takes part in a cluster (with `--db postgres://…`; Kestra's setting names).
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// What this node does: `all`, or a comma-separated subset of `executor`, `worker` (one
+    /// role in swoop: runs executions), `scheduler` (runs triggers), `webserver` (the API).
+    #[arg(long, default_value = "all")]
+    roles: String,
+    /// The node's name, unique among the running nodes; a restarted node keeps it and takes
+    /// back what its graceful stop kept. Default: `<hostname>:<port>`.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// `heartbeatInterval`: how often the node heartbeats (ISO-8601).
+    #[arg(long, default_value = "PT3S", value_parser = iso_duration)]
+    heartbeat_interval: Duration,
+    /// `liveness.timeout`: a node silent this long is DISCONNECTED; its executions resume on
+    /// the other nodes and its triggers move.
+    #[arg(long, default_value = "PT45S", value_parser = iso_duration)]
+    liveness_timeout: Duration,
+    /// `initialDelay`: how long after its start a node waits before it judges the others.
+    #[arg(long, default_value = "PT45S", value_parser = iso_duration)]
+    initial_delay: Duration,
+    /// `terminationGracePeriod`: how long a graceful stop lets executions end, and keeps its
+    /// trigger leases for a restart under the same name.
+    #[arg(long, default_value = "PT5M", value_parser = iso_duration)]
+    termination_grace_period: Duration,
+}
+
+fn iso_duration(text: &str) -> Result<Duration, String> {
+    swoop_core::duration::parse_duration(text)
+}
+
+impl NodeArgs {
+    /// The node's settings with a PostgreSQL store; `None` on SQLite (one node alone), where
+    /// only the defaults are accepted.
+    fn settings(&self, db: &str, port: u16) -> anyhow::Result<Option<swoop_engine::NodeSettings>> {
+        let roles = swoop_store::cluster::Roles::parse(&self.roles).map_err(anyhow::Error::msg)?;
+        if !is_postgres(db) {
+            anyhow::ensure!(
+                roles == swoop_store::cluster::Roles::ALL && self.node_name.is_none(),
+                "--roles and --node-name are for several nodes on one PostgreSQL (--db postgres://…); the `{db}` store runs one node with every role"
+            );
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.liveness_timeout >= self.heartbeat_interval * 2,
+            "--liveness-timeout ({:?}) must be at least twice --heartbeat-interval ({:?}): a node would be declared DISCONNECTED between two of its heartbeats",
+            self.liveness_timeout,
+            self.heartbeat_interval
+        );
+        let name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => format!("{}:{port}", hostname()),
+        };
+        let mut settings = swoop_engine::NodeSettings::new(name, roles);
+        settings.heartbeat_interval = self.heartbeat_interval;
+        settings.liveness_timeout = self.liveness_timeout;
+        settings.initial_delay = self.initial_delay;
+        settings.termination_grace_period = self.termination_grace_period;
+        Ok(Some(settings))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,9 +229,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server {
-                mode: ServerMode::Local(args),
-            } => {
+            Command::Server(command) => {
+                let ServerCommand { mode, args } = *command;
+                let args = match mode {
+                    Some(ServerMode::Local(args)) => args,
+                    None => args,
+                };
                 init_tracing("info");
                 server_local(args).await.map(|()| ExitCode::SUCCESS)
             }
@@ -196,6 +285,16 @@ pub async fn start_engine_on(
     db: &str,
     sync: SyncMode,
 ) -> anyhow::Result<Arc<Engine>> {
+    start_node_on(data_dir, db, sync, None).await
+}
+
+/// [`start_engine_on`] as one node of a cluster when `node` is given.
+pub async fn start_node_on(
+    data_dir: &std::path::Path,
+    db: &str,
+    sync: SyncMode,
+    node: Option<swoop_engine::NodeSettings>,
+) -> anyhow::Result<Arc<Engine>> {
     let store: Arc<dyn swoop_store::Store> = if db == "sqlite" {
         SqliteStore::open(SqliteOptions {
             path: data_dir.join("swoop.db"),
@@ -203,15 +302,10 @@ pub async fn start_engine_on(
             ..Default::default()
         })
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
-    } else if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        let store = swoop_store::PostgresStore::connect(db)
+    } else if is_postgres(db) {
+        swoop_store::PostgresStore::connect(db)
             .await
-            .context("cannot open the PostgreSQL store")?;
-        store
-            .claim_single_node()
-            .await
-            .context("cannot use the PostgreSQL store")?;
-        store
+            .context("cannot open the PostgreSQL store")?
     } else {
         anyhow::bail!(
             "--db `{db}` is neither `sqlite` nor a PostgreSQL URL (postgres://user:password@host:5432/database)"
@@ -221,7 +315,7 @@ pub async fn start_engine_on(
     let storage = swoop_store::LocalStorage::open(&storage_dir)
         .with_context(|| format!("cannot open internal storage in {}", storage_dir.display()))?;
     let registry = Arc::new(swoop_plugins::registry());
-    Engine::start_with_storage(store, registry, Arc::new(storage))
+    Engine::start_node(store, registry, Arc::new(storage), node)
         .await
         .context("cannot start the engine")
 }
@@ -231,7 +325,9 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         Sync::Normal => SyncMode::Normal,
         Sync::Full => SyncMode::Full,
     };
-    let engine = start_engine_on(&args.data_dir, &args.db, sync).await?;
+    let settings = args.node.settings(&args.db, args.port)?;
+    let serves = settings.as_ref().is_none_or(|s| s.roles.serves);
+    let engine = start_node_on(&args.data_dir, &args.db, sync, settings).await?;
     if let Some(dir) = &args.flows {
         anyhow::ensure!(dir.is_dir(), "--flows {} is not a folder", dir.display());
         // Load once before serving, then keep watching.
@@ -244,23 +340,49 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
             Duration::from_millis(500),
         ));
     }
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| format!("bad address {}:{}", args.host, args.port))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "swoop server local is up");
-    let app = swoop_server::app(engine.clone());
-    let shutdown_engine = engine.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            tracing::info!("shutting down");
-            shutdown_engine.shutdown().await;
-        })
-        .await
-        .context("server error")?;
+    // Cancelled when the cluster declared this node DISCONNECTED: it stops without saving.
+    let lost = engine.node().map(|n| n.lost.clone()).unwrap_or_default();
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = stop_signal() => tracing::info!("shutting down"),
+                _ = lost.cancelled() => {}
+            }
+        }
+    };
+    if serves {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .with_context(|| format!("bad address {}:{}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), store = engine.store().backend(), "swoop server is up");
+        let app = swoop_server::app(engine.clone());
+        let shutdown_engine = engine.clone();
+        let lost_now = lost.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                if !lost_now.is_cancelled() {
+                    shutdown_engine.shutdown().await;
+                }
+            })
+            .await
+            .context("server error")?;
+    } else {
+        tracing::info!(data_dir = %args.data_dir.display(), "swoop node is up (no webserver role: no API here)");
+        stop.await;
+    }
+    if lost.is_cancelled() {
+        // Exit at once: nothing of this process may run on (its sources, its executions'
+        // tasks), and waiting for their threads would only delay the restart.
+        eprintln!(
+            "error: this node was declared DISCONNECTED by the cluster (it missed its heartbeats for --liveness-timeout: frozen, or cut off from PostgreSQL); the other nodes took over its executions and triggers, so it stopped without writing anything more; start it again"
+        );
+        std::process::exit(3);
+    }
     engine.shutdown().await;
     Ok(())
 }

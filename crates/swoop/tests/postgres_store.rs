@@ -1,11 +1,9 @@
 //! `swoop server local --db postgres://…` against a real PostgreSQL started by the test (initdb
 //! on a free loopback port): executions run and survive a `kill -9` of the server, the health
-//! check names the store, and a second node on the same database is refused with the reason
-//! (nodes do not coordinate yet).
+//! check names the store and the cluster API shows the node. (Several nodes: `cluster.rs`.)
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Server, free_port, http, json, swoop};
@@ -37,7 +35,7 @@ fn wait_success(port: u16, id: &str) -> serde_json::Value {
 }
 
 #[test]
-fn the_server_runs_on_postgres_and_refuses_a_second_node() {
+fn the_server_runs_on_postgres_and_survives_a_kill_9() {
     let pg = Postgres::start();
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
     let data = tempfile::tempdir().unwrap();
@@ -63,28 +61,13 @@ fn the_server_runs_on_postgres_and_refuses_a_second_node() {
         format!("hello {id}")
     );
 
-    // A second node on the same database is refused, and says why.
-    let other = tempfile::tempdir().unwrap();
-    let out = swoop()
-        .args([
-            "server",
-            "local",
-            "--port",
-            &free_port().to_string(),
-            "--data-dir",
-        ])
-        .arg(other.path())
-        .args(["--db", &url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains("another swoop node is using the database"),
-        "{text}"
-    );
+    // The node shows itself in the cluster API.
+    let (status, body) = http(port, "GET", "/api/v1/cluster/nodes", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let nodes = json(&body);
+    assert_eq!(nodes["total"], 1, "{nodes}");
+    assert_eq!(nodes["results"][0]["state"], "RUNNING");
+    assert_eq!(nodes["results"][0]["thisNode"], true);
 
     // What was stored survives a kill -9 of the server.
     server.kill_9();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "kafka")]
+pub mod cluster;
 pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;

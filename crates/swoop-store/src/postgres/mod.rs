@@ -12,6 +12,9 @@
 //!   makes a concurrent duplicate wait for the other transaction, then create nothing.
 //! - **Reads**: a few `tokio-postgres` connections, used round robin (a connection runs
 //!   concurrent queries in a pipeline); a closed one is opened again when next used.
+//! - **Several nodes** (`cluster.rs`): nodes, heartbeats, execution owners and trigger leases;
+//!   once a node joined, creations and saves are fenced by what it owns (see
+//!   [`crate::cluster`]).
 //! - **Schema**: migrations run at open under an advisory lock, so nodes starting together
 //!   migrate once. Text columns use the "C" collation: ordering and namespace ranges are by
 //!   bytes, as in SQLite.
@@ -23,6 +26,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::Value;
 use swoop_core::{Execution, LogEntry, State};
+
+mod cluster;
+
+use cluster::Fence;
 
 use crate::write_queue::{
     BatchBackend, ExecRow, LogRow, WriteOp, WriteQueue, WriterStats, apply_in_order,
@@ -38,10 +45,6 @@ const DEFAULT_PAGE_SIZE: usize = 25;
 const MAX_PAGE_SIZE: usize = 1000;
 /// The advisory lock migrations hold (any constant shared by every swoop node).
 const MIGRATION_LOCK: i64 = 0x5700_0001;
-/// The advisory lock a node holds for its lifetime (see [`PostgresStore::claim_single_node`]).
-const NODE_LOCK: i64 = 0x5700_0002;
-/// How long a node waits for another node's claim to go before it gives up.
-const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The schema, one migration after the other; `swoop_schema.version` holds how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -84,6 +87,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE trigger_state (
         trigger TEXT COLLATE "C" PRIMARY KEY,
         value   TEXT NOT NULL
+    );
+    "#,
+    // 2: several nodes (see `cluster.rs`): who runs an execution, the nodes, the trigger leases.
+    r#"
+    ALTER TABLE executions ADD COLUMN owner TEXT COLLATE "C";
+    CREATE INDEX executions_owner ON executions (owner) WHERE NOT finished;
+    CREATE TABLE nodes (
+        id           TEXT COLLATE "C" PRIMARY KEY,
+        name         TEXT COLLATE "C" NOT NULL,
+        roles        TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        started_at   TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL,
+        state_at     TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE trigger_leases (
+        trigger    TEXT COLLATE "C" PRIMARY KEY,
+        node_id    TEXT COLLATE "C" NOT NULL,
+        token      BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
     );
     "#,
 ];
@@ -129,8 +152,8 @@ pub struct PostgresStore {
     url: String,
     queue: WriteQueue,
     readers: Readers,
-    /// The connection holding this node's claim on the database, once claimed.
-    claim: Mutex<Option<tokio_postgres::Client>>,
+    /// Who this store writes for, once a node joined (see [`crate::cluster`]).
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -152,11 +175,14 @@ impl PostgresStore {
     /// [`PostgresStore::connect`] with at most `max_batch` messages per transaction.
     pub async fn connect_with(url: &str, max_batch: usize) -> StoreResult<Arc<PostgresStore>> {
         let owned = url.to_string();
+        let fence = Arc::new(Fence::default());
+        let writer_fence = fence.clone();
         // The synchronous client runs its own runtime: open it off the async threads.
         let writer = tokio::task::spawn_blocking(move || -> StoreResult<Writer> {
             let mut client = connect_sync(&owned)?;
             migrate(&mut client)?;
             Ok(Writer {
+                fence: writer_fence,
                 url: owned,
                 client,
                 broken: false,
@@ -174,36 +200,8 @@ impl PostgresStore {
             url: url.to_string(),
             queue,
             readers,
-            claim: Mutex::new(None),
+            fence,
         }))
-    }
-
-    /// Claims the database for this node alone (a session advisory lock, held while the
-    /// process lives): until nodes coordinate, a second node would resume the first one's
-    /// running executions and run them twice, so it is refused with an explanation.
-    pub async fn claim_single_node(&self) -> StoreResult<()> {
-        let client = connect_async(&self.url).await?;
-        // A node restarted after a crash may find its old session not gone yet: wait a little.
-        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-        let got = loop {
-            let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])
-                .await
-                .map_err(|e| pg_error("claim the database", e))?
-                .get(0);
-            if got || tokio::time::Instant::now() >= deadline {
-                break got;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        };
-        if !got {
-            return Err(StoreError::Backend(format!(
-                "another swoop node is using the database at {}: running several nodes on one PostgreSQL needs node coordination, which this version does not have yet (a second node would run the first one's executions again); stop the other node or give this one its own database",
-                redacted(&self.url)
-            )));
-        }
-        *self.claim.lock() = Some(client);
-        Ok(())
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -261,6 +259,7 @@ fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
 // The writer
 
 struct Writer {
+    fence: Arc<Fence>,
     url: String,
     client: postgres::Client,
     /// The connection failed mid-transaction: open it again before the next batch.
@@ -474,6 +473,7 @@ impl Writer {
         if ids.is_empty() {
             return Ok(());
         }
+        let node = self.fence.node_id();
         let rows = {
             let s = self
                 .prepared(
@@ -481,11 +481,11 @@ impl Writer {
                      updated_at = v.updated_at, doc = v.doc \
                      FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::bigint[], $5::text[]) \
                      AS v(id, state, finished, updated_at, doc) \
-                     WHERE e.id = v.id RETURNING e.id",
+                     WHERE e.id = v.id AND ($6::text IS NULL OR e.owner = $6) RETURNING e.id",
                 )
                 .ctx("prepare saves")?;
             self.client
-                .query(&s, &[&ids, &states, &finished, &updated, &docs])
+                .query(&s, &[&ids, &states, &finished, &updated, &docs, &node])
                 .ctx("update executions")?
         };
         let saved: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -494,10 +494,7 @@ impl Writer {
                 done.result = Some(if saved.contains(&row.id) {
                     Ok(())
                 } else {
-                    Err(StoreError::Data(format!(
-                        "cannot save execution {}: it was never created",
-                        row.id
-                    )))
+                    Err(not_saved(&row.id, node.is_some()))
                 });
             }
         }
@@ -528,7 +525,8 @@ impl Writer {
 
     fn create(&mut self, row: &ExecRow, dedup: Option<&DedupKey>) -> StoreResult<Created> {
         let exists = || StoreError::Data(format!("execution {} already exists", row.id));
-        let columns: [&(dyn postgres::types::ToSql + Sync); 8] = [
+        let owner = self.fence.owner_of_new();
+        let columns: [&(dyn postgres::types::ToSql + Sync); 9] = [
             &row.id,
             &row.namespace,
             &row.flow_id,
@@ -537,13 +535,14 @@ impl Writer {
             &row.created_at,
             &row.updated_at,
             &row.doc,
+            &owner,
         ];
         let Some(key) = dedup else {
             let inserted = self
                 .run(
                     "INSERT INTO executions \
-                     (id, namespace, flow_id, state, finished, created_at, updated_at, doc) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                     (id, namespace, flow_id, state, finished, created_at, updated_at, doc, owner) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
                     &columns,
                 )
                 .ctx("insert execution")?;
@@ -553,25 +552,60 @@ impl Writer {
                 Err(exists())
             };
         };
-        // The key and the execution in one statement: the execution only if the key was new.
+        // The key and the execution in one statement: the execution only if the key was new,
+        // and, for a trigger this node leased, only while it still holds the lease (the lease
+        // row is share-locked: a node taking it over waits for this transaction).
+        let lease = self.fence.lease_of(&key.trigger);
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = columns.to_vec();
         params.push(&key.trigger);
         params.push(&key.key);
-        let row_out = self
-            .one(
+        let row_out = match &lease {
+            None => self.one(
                 "WITH d AS (\
-                   INSERT INTO dedup (trigger, key, execution_id) VALUES ($9, $10, $1) \
+                   INSERT INTO dedup (trigger, key, execution_id) VALUES ($10, $11, $1) \
                    ON CONFLICT DO NOTHING RETURNING 1\
                  ), e AS (\
                    INSERT INTO executions \
-                   (id, namespace, flow_id, state, finished, created_at, updated_at, doc) \
-                   SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM d) \
+                   (id, namespace, flow_id, state, finished, created_at, updated_at, doc, owner) \
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM d) \
                    ON CONFLICT (id) DO NOTHING RETURNING 1\
-                 ) SELECT EXISTS (SELECT 1 FROM d), EXISTS (SELECT 1 FROM e)",
+                 ) SELECT EXISTS (SELECT 1 FROM d), EXISTS (SELECT 1 FROM e), TRUE",
                 &params,
-            )
-            .ctx("insert execution and dedup key")?;
-        let (key_new, created): (bool, bool) = (row_out.get(0), row_out.get(1));
+            ),
+            Some((node, token)) => {
+                params.push(node);
+                params.push(token);
+                self.one(
+                    "WITH l AS (\
+                       SELECT 1 FROM trigger_leases l JOIN nodes n ON n.id = l.node_id \
+                       WHERE l.trigger = $10 AND l.node_id = $12 AND l.token = $13 \
+                       AND n.state IN ('RUNNING', 'TERMINATING') FOR SHARE OF l\
+                     ), d AS (\
+                       INSERT INTO dedup (trigger, key, execution_id) \
+                       SELECT $10, $11, $1 WHERE EXISTS (SELECT 1 FROM l) \
+                       ON CONFLICT DO NOTHING RETURNING 1\
+                     ), e AS (\
+                       INSERT INTO executions \
+                       (id, namespace, flow_id, state, finished, created_at, updated_at, doc, owner) \
+                       SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM d) \
+                       ON CONFLICT (id) DO NOTHING RETURNING 1\
+                     ) SELECT EXISTS (SELECT 1 FROM d), EXISTS (SELECT 1 FROM e), \
+                       EXISTS (SELECT 1 FROM l)",
+                    &params,
+                )
+            }
+        }
+        .ctx("insert execution and dedup key")?;
+        let (key_new, created, leased): (bool, bool, bool) =
+            (row_out.get(0), row_out.get(1), row_out.get(2));
+        if !leased {
+            return Err(StoreError::Fenced(format!(
+                "trigger `{}` is run by another node now (this node's lease, token {}, was taken over): event `{}` is left to the new owner",
+                key.trigger,
+                lease.map_or(0, |(_, t)| t),
+                key.key
+            )));
+        }
         match (key_new, created) {
             (true, true) => Ok(Created::Created),
             (true, false) => {
@@ -598,24 +632,23 @@ impl Writer {
     }
 
     fn save(&mut self, row: &ExecRow) -> StoreResult<()> {
+        let node = self.fence.node_id();
         let changed = self
             .run(
                 "UPDATE executions SET state = $2, finished = $3, updated_at = $4, doc = $5 \
-                 WHERE id = $1",
+                 WHERE id = $1 AND ($6::text IS NULL OR owner = $6)",
                 &[
                     &row.id,
                     &row.state,
                     &row.finished,
                     &row.updated_at,
                     &row.doc,
+                    &node,
                 ],
             )
             .ctx("update execution")?;
         if changed == 0 {
-            return Err(StoreError::Data(format!(
-                "cannot save execution {}: it was never created",
-                row.id
-            )));
+            return Err(not_saved(&row.id, node.is_some()));
         }
         Ok(())
     }
@@ -716,6 +749,18 @@ impl Writer {
 
 /// Whether a batch may run as creations, then saves, then logs: nothing else in it, and no
 /// save of an execution before its creation or twice (those keep their order one by one).
+/// Why a save changed no row: the execution was never created, or (once a node joined) another
+/// node runs it now.
+fn not_saved(id: &str, fenced: bool) -> StoreError {
+    if fenced {
+        StoreError::Fenced(format!(
+            "cannot save execution {id}: this node does not run it (another node took it over after this one missed its heartbeats, or it was never created)"
+        ))
+    } else {
+        StoreError::Data(format!("cannot save execution {id}: it was never created"))
+    }
+}
+
 fn groupable(batch: &[WriteOp], plan: &[Option<usize>]) -> bool {
     let mut created = std::collections::HashSet::new();
     let mut saved = std::collections::HashSet::new();
@@ -1104,184 +1149,11 @@ impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
+
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conformance::{self, Guarded};
-    use swoop_testkit::postgres::Postgres;
-
-    /// A fresh PostgreSQL server (initdb on a free loopback port), stopped with the store.
-    async fn server() -> (Postgres, String) {
-        let pg = tokio::task::spawn_blocking(Postgres::start)
-            .await
-            .expect("the server starts");
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
-        (pg, url)
-    }
-
-    async fn make_store() -> Guarded<Postgres> {
-        let (pg, url) = server().await;
-        let store = PostgresStore::connect(&url).await.expect("connects");
-        Guarded { store, guard: pg }
-    }
-
-    crate::store_conformance_tests!(make_store);
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn durable_across_reopen() {
-        let (_pg, url) = server().await;
-        conformance::durable_across_reopen(|| {
-            let url = url.clone();
-            async move {
-                let store: Arc<dyn Store> = PostgresStore::connect(&url).await.expect("connects");
-                store
-            }
-        })
-        .await;
-    }
-
-    /// Two nodes on one database: the same event offered to both creates one execution.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_stores_on_one_database_dedup_across_nodes() {
-        let (_pg, url) = server().await;
-        let a = PostgresStore::connect(&url).await.expect("connects");
-        let b = PostgresStore::connect(&url).await.expect("connects");
-        let mut created = 0;
-        for i in 0..50 {
-            let key = DedupKey {
-                trigger: "ns/flow/t".into(),
-                key: format!("topic/0/{i}"),
-            };
-            let ea = Execution::new("ns", "flow", 1);
-            let eb = Execution::new("ns", "flow", 1);
-            let (ra, rb) = tokio::join!(
-                a.create_execution(&ea, Some(key.clone())),
-                b.create_execution(&eb, Some(key.clone()))
-            );
-            let (ra, rb) = (ra.expect("a answers"), rb.expect("b answers"));
-            created += [&ra, &rb]
-                .iter()
-                .filter(|r| ***r == Created::Created)
-                .count();
-            let holder = a
-                .execution_for_dedup(&key)
-                .await
-                .unwrap()
-                .expect("recorded");
-            for (r, e) in [(&ra, &ea), (&rb, &eb)] {
-                match r {
-                    Created::Created => assert_eq!(holder, e.id),
-                    Created::Duplicate { existing_id } => assert_eq!(existing_id, &holder),
-                }
-            }
-        }
-        assert_eq!(created, 50, "one execution per event");
-    }
-
-    /// Schema migrations run once when nodes start together.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nodes_starting_together_migrate_once() {
-        let (_pg, url) = server().await;
-        let (a, b, c) = tokio::join!(
-            PostgresStore::connect(&url),
-            PostgresStore::connect(&url),
-            PostgresStore::connect(&url)
-        );
-        for s in [a, b, c] {
-            s.expect("connects")
-                .list_flows()
-                .await
-                .expect("the schema is there");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_second_node_is_refused_until_the_first_one_stops() {
-        let (_pg, url) = server().await;
-        let first = PostgresStore::connect(&url).await.expect("connects");
-        first
-            .claim_single_node()
-            .await
-            .expect("the first node claims");
-        let second = PostgresStore::connect(&url).await.expect("connects");
-        let e = second.claim_single_node().await.expect_err("refused");
-        assert!(
-            e.to_string()
-                .contains("another swoop node is using the database"),
-            "{e}"
-        );
-        drop(first);
-        // The claim goes with the first node's connection.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while second.claim_single_node().await.is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the claim is released"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A message PostgreSQL rejects (text with a NUL byte) fails alone; the rest of its batch
-    /// is written (the batch is run again with savepoints).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_rejected_message_fails_alone() {
-        let (_pg, url) = server().await;
-        let store = PostgresStore::connect(&url).await.expect("connects");
-        let mut executions: Vec<Execution> =
-            (0..200).map(|_| Execution::new("ns", "flow", 1)).collect();
-        executions[100].id = "bad\0id".into();
-        let results = futures_join(&store, &executions).await;
-        for (e, r) in executions.iter().zip(&results) {
-            if e.id.contains('\0') {
-                assert!(r.is_err(), "the bad one fails");
-            } else {
-                assert_eq!(r.as_ref().ok(), Some(&Created::Created), "{r:?}");
-                assert!(store.get_execution(&e.id).await.unwrap().is_some());
-            }
-        }
-    }
-
-    async fn futures_join(
-        store: &Arc<PostgresStore>,
-        executions: &[Execution],
-    ) -> Vec<StoreResult<Created>> {
-        let tasks: Vec<_> = executions
-            .iter()
-            .map(|e| {
-                let store = store.clone();
-                let e = e.clone();
-                tokio::spawn(async move { store.create_execution(&e, None).await })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("joins"));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_database_says_where() {
-        let e = PostgresStore::connect("postgres://swoop:secret@127.0.0.1:1/swoop")
-            .await
-            .expect_err("nothing listens on port 1");
-        let text = e.to_string();
-        assert!(
-            text.contains("cannot connect to PostgreSQL at postgres://swoop:***@127.0.0.1:1/swoop"),
-            "{text}"
-        );
-        assert!(!text.contains("secret"), "{text}");
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redacted("postgres://swoop:secret@db:5432/swoop"),
-            "postgres://swoop:***@db:5432/swoop"
-        );
-        assert_eq!(redacted("postgres://db/swoop"), "postgres://db/swoop");
-    }
-}
+mod tests;

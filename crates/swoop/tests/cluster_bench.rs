@@ -4,7 +4,9 @@
 //! the failover time after `kill -9` of the trigger's owner (from the kill to the first execution
 //! created by another node). Prints figures; asserts only that every event ran once.
 //!
-//! `cargo test --release -p swoop --test cluster_bench -- --ignored --nocapture --test-threads 1`
+//! `cargo build --release -p swoop && SWOOP_BIN=target/release/swoop cargo test -p swoop --test cluster_bench -- --ignored --nocapture --test-threads 1`
+//! (the harness only starts processes and reads PostgreSQL: the dev profile is enough for it;
+//! the nodes are the release binary).
 
 mod common;
 

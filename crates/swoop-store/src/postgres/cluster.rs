@@ -186,10 +186,13 @@ impl ClusterStore for PostgresStore {
             .readers
             .query(
                 "claim executions",
+                // No join in the locking query: a row another node claimed meanwhile is
+                // re-checked with its new owner (a LEFT JOIN would be re-checked against the old
+                // owner's node row, find no match, and claim it a second time).
                 "UPDATE executions e SET owner = $1 FROM (\
-                   SELECT x.id FROM executions x LEFT JOIN nodes n ON n.id = x.owner \
-                   WHERE NOT x.finished \
-                   AND (x.owner IS NULL OR n.id IS NULL OR n.state NOT IN ('RUNNING', 'TERMINATING')) \
+                   SELECT x.id FROM executions x WHERE NOT x.finished AND (x.owner IS NULL \
+                   OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = x.owner \
+                                  AND n.state IN ('RUNNING', 'TERMINATING'))) \
                    AND EXISTS (SELECT 1 FROM nodes m WHERE m.id = $1 AND m.state = 'RUNNING') \
                    ORDER BY x.created_at, x.id LIMIT $2 FOR UPDATE OF x SKIP LOCKED\
                  ) c WHERE e.id = c.id RETURNING e.id, e.doc",

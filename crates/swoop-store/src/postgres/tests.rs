@@ -193,7 +193,7 @@ mod cluster {
     async fn claim_all(node: &PostgresStore) -> Vec<String> {
         let mut all = Vec::new();
         loop {
-            let got = node.claim_orphans(7).await.unwrap();
+            let got = node.claim_orphans(1).await.unwrap();
             if got.is_empty() {
                 return all;
             }
@@ -214,8 +214,11 @@ mod cluster {
         let (a, a_id) = node(&url, "a").await;
         let (b, b_id) = node(&url, "b").await;
         let (c, _) = node(&url, "c").await;
+        let (d, _) = node(&url, "d").await;
         let mut ids = Vec::new();
-        for _ in 0..40 {
+        // Enough executions, claimed a few at a time by two nodes at once, that claims of the
+        // same rows meet (which once gave a row to both).
+        for _ in 0..400 {
             let e = Execution::new("ns", "flow", 1);
             a.create_execution(&e, None).await.unwrap();
             ids.push(e.id);
@@ -229,8 +232,13 @@ mod cluster {
         assert_eq!(state(&a_id), NodeState::Disconnected);
         assert_eq!(state(&b_id), NodeState::Running);
         // `b` and `c` claim together: each execution goes to exactly one of them.
-        let (cb, cc) = tokio::join!(claim_all(&b), claim_all(&c));
-        let mut claimed: Vec<_> = cb.iter().chain(cc.iter()).cloned().collect();
+        let (cb, cc, cd) = tokio::join!(claim_all(&b), claim_all(&c), claim_all(&d));
+        let mut claimed: Vec<_> = cb
+            .iter()
+            .chain(cc.iter())
+            .chain(cd.iter())
+            .cloned()
+            .collect();
         claimed.sort();
         let mut expected = ids.clone();
         expected.sort();
@@ -246,7 +254,13 @@ mod cluster {
             .expect_err("fenced");
         assert!(matches!(err, StoreError::Fenced(_)), "{err}");
         // The new owner can.
-        let owner = if cb.contains(&ids[0]) { &b } else { &c };
+        let owner = if cb.contains(&ids[0]) {
+            &b
+        } else if cc.contains(&ids[0]) {
+            &c
+        } else {
+            &d
+        };
         owner.save_execution(&e, Durability::Wait).await.unwrap();
         assert!(
             a.claim_orphans(10).await.unwrap().is_empty(),

@@ -15,8 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test; `$SWOOP_BIN` overrides it (a bench built in the dev profile then
+/// measures the release binary: `SWOOP_BIN=target/release/swoop`).
 pub fn swoop() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_swoop"))
+    match std::env::var_os("SWOOP_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_swoop")),
+    }
 }
 
 pub fn examples() -> PathBuf {

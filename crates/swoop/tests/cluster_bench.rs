@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, TRIGGER, orders_flow, produce_paced};
 use common::kafka::Broker;
 
-/// event → RUNNING of every execution of the orders flow, in ms, sorted.
-fn latencies(cluster: &Cluster) -> Vec<f64> {
+/// event → RUNNING of the executions of events sent from `since_us` on, in ms, sorted.
+fn latencies(cluster: &Cluster, since_us: i64) -> Vec<f64> {
     let out = cluster.sql(
         "SELECT doc::json #>> '{trigger,variables,value}', \
          (SELECT h->>'date' FROM json_array_elements(doc::json->'state'->'histories') h \
@@ -28,6 +28,9 @@ fn latencies(cluster: &Cluster) -> Vec<f64> {
         .filter_map(|line| {
             let (value, running) = line.split_once('|')?;
             let sent: i64 = value.split_once(':')?.1.parse().ok()?;
+            if sent < since_us {
+                return None;
+            }
             let running = chrono::DateTime::parse_from_rfc3339(running).ok()?;
             Some((running.timestamp_micros() - sent) as f64 / 1000.0)
         })
@@ -47,10 +50,15 @@ fn run(nodes: &[&str]) {
     runtime.block_on(broker.create_topic("orders", 2));
     let mut cluster = Cluster::start(&[("orders.yml", orders_flow(&broker.bootstrap()))], nodes);
     let owner = cluster.owner_of(TRIGGER, None, Duration::from_secs(30));
+    // Warm-up: the consumer has joined its group and consumes before the measured events.
+    let warm_up = 200;
+    produce_paced(&broker, warm_up, 1_000).join().unwrap();
+    cluster.wait_all_ended(warm_up as u64, Duration::from_secs(60));
+    let measured_from = chrono::Utc::now().timestamp_micros();
     let events = 10_000;
     produce_paced(&broker, events, 1_000).join().unwrap();
-    cluster.wait_all_ended(events as u64, Duration::from_secs(120));
-    let l = latencies(&cluster);
+    cluster.wait_all_ended((warm_up + events) as u64, Duration::from_secs(120));
+    let l = latencies(&cluster, measured_from);
     println!(
         "{} node(s), 1,000 events/s, {} events: event->RUNNING p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
         nodes.len(),
@@ -73,14 +81,14 @@ fn run(nodes: &[&str]) {
         .unwrap()
         .to_string();
     let producing = produce_paced(&broker, events, 1_000);
-    cluster.wait_executions(events as u64 + 2_000, Duration::from_secs(60));
+    cluster.wait_executions((warm_up + events + 2_000) as u64, Duration::from_secs(60));
     let killed_at = chrono::Utc::now().timestamp_millis();
     let killed = Instant::now();
     cluster.kill_9(&owner);
     let next = cluster.owner_of(TRIGGER, Some(&owner), Duration::from_secs(60));
     let lease_moved = killed.elapsed();
     producing.join().unwrap();
-    cluster.wait_all_ended(2 * events as u64, Duration::from_secs(180));
+    cluster.wait_all_ended((warm_up + 2 * events) as u64, Duration::from_secs(180));
     let first = cluster.sql(&format!(
         "SELECT min(created_at) FROM executions WHERE flow_id = 'orders' \
          AND owner <> '{owner_id}' AND created_at > {killed_at}"

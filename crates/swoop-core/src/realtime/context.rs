@@ -83,6 +83,7 @@ pub struct SourceContext {
     state: Arc<dyn SourceState>,
     files: TriggerFiles,
     stop: CancellationToken,
+    exclusive: bool,
 }
 
 /// Where a source writes the files of an execution it is about to start (a batch of records):
@@ -161,7 +162,22 @@ impl SourceContext {
             state: Arc::new(MemoryState::default()),
             files: TriggerFiles::new(Arc::new(MemoryStorage::new()), "test", "test", "test"),
             stop,
+            exclusive: false,
         }
+    }
+
+    /// The same context, marked exclusive: no other process runs this trigger while this one
+    /// does (several nodes: this node holds the trigger's lease). A source may then take a name
+    /// of its own in a shared group (Kafka's static membership) without meeting a namesake.
+    pub fn with_exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// See [`SourceContext::with_exclusive`]; `false` on one node, where two processes may
+    /// share a group on purpose.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// The same context, writing trigger files through `files`.

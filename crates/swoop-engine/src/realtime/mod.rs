@@ -107,7 +107,9 @@ pub(crate) async fn run(
         ));
         let ctx = SourceContext::new(&runtime.uid, sink.clone(), connection_stop.clone())
             .with_state(state.clone())
-            .with_files(files.clone());
+            .with_files(files.clone())
+            // On several nodes a trigger runs under its lease: in one process at a time.
+            .with_exclusive(runtime.engine.node().is_some());
         let error = match supervise(&trigger, ctx, &sink, &connection_stop, watchdog).await {
             Ok(()) if runtime.stop.is_cancelled() => break,
             // The watchdog restarted it: run it again at once.

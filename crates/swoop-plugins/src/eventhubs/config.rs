@@ -243,6 +243,8 @@ impl EventHubsTriggerConfig {
             // The only client properties a user wrote are `kafkaProperties`.
             .map_err(|e| e.replace("`properties.", "`kafkaProperties."))?;
         config.warnings.extend(self.warnings.iter().cloned());
+        // Event Hubs' Kafka endpoint does not document static membership: dynamic members.
+        config.static_membership = false;
         Ok(config)
     }
 

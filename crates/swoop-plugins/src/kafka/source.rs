@@ -118,7 +118,7 @@ impl RealtimeSource for KafkaSource {
             lags: Mutex::new(HashMap::new()),
         });
         let consumer: StreamConsumer<KafkaContext> = StreamConsumer::from_config_and_context(
-            &config.consumer_config(consumer_name),
+            &config.static_consumer_config(consumer_name, ctx.is_exclusive()),
             KafkaContext {
                 shared: shared.clone(),
             },

@@ -97,7 +97,7 @@ impl ClusterStore for PostgresStore {
     async fn join(&self, request: &JoinRequest) -> StoreResult<String> {
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let roles = request.roles.names().join(",");
-        self.readers
+        self.cluster_conn
             .query(
                 "join the cluster",
                 "WITH old AS (\
@@ -157,7 +157,7 @@ impl ClusterStore for PostgresStore {
 
     async fn set_node_state(&self, state: NodeState) -> StoreResult<()> {
         let me = self.fence.member()?;
-        self.readers
+        self.cluster_conn
             .query(
                 "set the node's state",
                 "UPDATE nodes SET state = $2, state_at = now() \
@@ -175,7 +175,7 @@ impl ClusterStore for PostgresStore {
             ms("heartbeat_at"),
             ms("state_at")
         );
-        let rows = self.readers.query("list nodes", &sql, &[]).await?;
+        let rows = self.cluster_conn.query("list nodes", &sql, &[]).await?;
         rows.iter().map(node_record).collect()
     }
 
@@ -272,7 +272,7 @@ impl ClusterStore for PostgresStore {
             "UPDATE trigger_leases SET expires_at = now() + $3::float8 {PLUS_MS} \
              WHERE trigger = $1 AND node_id = $2"
         );
-        self.readers
+        self.cluster_conn
             .query(
                 "release a trigger lease",
                 &sql,
@@ -288,7 +288,7 @@ impl ClusterStore for PostgresStore {
              ORDER BY trigger",
             ms("expires_at")
         );
-        let rows = self.readers.query("list leases", &sql, &[]).await?;
+        let rows = self.cluster_conn.query("list leases", &sql, &[]).await?;
         rows.iter()
             .map(|r| {
                 Ok(LeaseRecord {
@@ -302,7 +302,7 @@ impl ClusterStore for PostgresStore {
     }
 
     async fn notify(&self, notice: &Notice) -> StoreResult<()> {
-        self.readers
+        self.cluster_conn
             .query(
                 "send a notice",
                 "SELECT pg_notify($1, $2)",

@@ -152,6 +152,9 @@ pub struct PostgresStore {
     url: String,
     queue: WriteQueue,
     readers: Readers,
+    /// The cluster's own connection (heartbeats, claims, leases): a statement that waits for a
+    /// row lock there never holds up the API's reads.
+    cluster_conn: Readers,
     /// Who this store writes for, once a node joined (see [`crate::cluster`]).
     fence: Arc<Fence>,
 }
@@ -194,12 +197,14 @@ impl PostgresStore {
         .await
         .map_err(|e| StoreError::Backend(format!("postgres: the connect task failed: {e}")))??;
         let readers = Readers::connect(url, READERS).await?;
+        let cluster_conn = Readers::connect(url, 1).await?;
         let queue = WriteQueue::start(writer, max_batch)?;
         tracing::debug!(url = %redacted(url), "postgres store open");
         Ok(Arc::new(PostgresStore {
             url: url.to_string(),
             queue,
             readers,
+            cluster_conn,
             fence,
         }))
     }
@@ -209,14 +214,27 @@ impl PostgresStore {
     }
 }
 
+/// How long the writer's transaction may sit idle on the server before the server ends the
+/// session. A batch's transaction is never idle longer than a statement's round trip; a node
+/// frozen mid-transaction (SIGSTOP, a VM paused) would otherwise hold its row locks, and every
+/// node that then writes the same dedup key or lease waits for it.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 fn connect_sync(url: &str) -> StoreResult<postgres::Client> {
-    postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
+    let cannot = |e: postgres::Error| {
         StoreError::Backend(format!(
             "cannot connect to PostgreSQL at {}: {}",
             redacted(url),
             error_text(&e)
         ))
-    })
+    };
+    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(cannot)?;
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
+        ))
+        .map_err(cannot)?;
+    Ok(client)
 }
 
 /// Applies the migrations the database lacks, in one transaction, under an advisory lock.
@@ -553,8 +571,10 @@ impl Writer {
             };
         };
         // The key and the execution in one statement: the execution only if the key was new,
-        // and, for a trigger this node leased, only while it still holds the lease (the lease
-        // row is share-locked: a node taking it over waits for this transaction).
+        // and, for a trigger this node leased, only while it still holds the lease. The lease
+        // row is read, not locked (a frozen node would hold the lock and stall the takeover):
+        // a creation whose statement ran just before the takeover commits, and the new owner
+        // finds its dedup key (waiting at most for this transaction) and creates nothing.
         let lease = self.fence.lease_of(&key.trigger);
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = columns.to_vec();
         params.push(&key.trigger);
@@ -579,7 +599,7 @@ impl Writer {
                     "WITH l AS (\
                        SELECT 1 FROM trigger_leases l JOIN nodes n ON n.id = l.node_id \
                        WHERE l.trigger = $10 AND l.node_id = $12 AND l.token = $13 \
-                       AND n.state IN ('RUNNING', 'TERMINATING') FOR SHARE OF l\
+                       AND n.state IN ('RUNNING', 'TERMINATING')\
                      ), d AS (\
                        INSERT INTO dedup (trigger, key, execution_id) \
                        SELECT $10, $11, $1 WHERE EXISTS (SELECT 1 FROM l) \

@@ -39,6 +39,45 @@ fn latencies(cluster: &Cluster, since_us: i64) -> Vec<f64> {
     ms
 }
 
+/// The floor: a bare rdkafka consumer of its own group reads the same events; send → receive of
+/// those sent from `since_us` on, in ms, sorted. Stops after `count` of them (bounded).
+fn bare_consumer(
+    bootstrap: String,
+    since_us: i64,
+    count: usize,
+) -> std::thread::JoinHandle<Vec<f64>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "bench-floor")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["orders"]).expect("subscribe");
+        let mut ms = Vec::with_capacity(count);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ms.len() < count && Instant::now() < deadline {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let now = chrono::Utc::now().timestamp_micros();
+            let sent = m
+                .payload()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|v| v.split_once(':'))
+                .and_then(|(_, t)| t.parse::<i64>().ok());
+            if let Some(sent) = sent.filter(|s| *s >= since_us) {
+                ms.push((now - sent) as f64 / 1000.0);
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        ms
+    })
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -56,7 +95,9 @@ fn run(nodes: &[&str]) {
     cluster.wait_all_ended(warm_up as u64, Duration::from_secs(60));
     let measured_from = chrono::Utc::now().timestamp_micros();
     let events = 10_000;
+    let floor = bare_consumer(broker.bootstrap(), measured_from, events);
     produce_paced(&broker, events, 1_000).join().unwrap();
+    let floor = floor.join().unwrap();
     cluster.wait_all_ended((warm_up + events) as u64, Duration::from_secs(120));
     let l = latencies(&cluster, measured_from);
     println!(
@@ -67,6 +108,13 @@ fn run(nodes: &[&str]) {
         pct(&l, 99.0),
         pct(&l, 99.9),
         l[l.len() - 1]
+    );
+    println!(
+        "  floor, a bare rdkafka consumer in the same run ({} events): send->receive p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
+        floor.len(),
+        pct(&floor, 50.0),
+        pct(&floor, 99.0),
+        pct(&floor, 99.9)
     );
     if nodes.len() < 2 {
         return;

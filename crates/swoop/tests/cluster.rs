@@ -225,3 +225,72 @@ fn executions_created_on_a_webserver_node_run_on_an_executor_node() {
     let owner = cluster.sql(&format!("SELECT owner FROM executions WHERE id = '{id}'"));
     assert_eq!(owner.trim(), exec_id);
 }
+
+/// Three flows with a schedule each: started one after the other, the nodes end up with one
+/// trigger each (the first took all three; each newcomer is handed one), and each trigger runs
+/// on exactly one node.
+#[test]
+fn triggers_spread_over_the_nodes() {
+    let _serial = one_at_a_time();
+    let flow = |id: &str| {
+        (
+            format!("{id}.yml"),
+            format!(
+                "id: {id}\nnamespace: {NS}\ntriggers:\n  - id: every-minute\n    type: io.kestra.plugin.core.trigger.Schedule\n    cron: \"* * * * *\"\ntasks:\n  - id: hi\n    type: io.kestra.plugin.core.debug.Return\n    format: hi\n"
+            ),
+        )
+    };
+    let flows: Vec<(String, String)> = ["s1", "s2", "s3"].iter().map(|id| flow(id)).collect();
+    let flows: Vec<(&str, String)> = flows.iter().map(|(f, s)| (f.as_str(), s.clone())).collect();
+    let mut cluster = Cluster::start(&flows, &["first"]);
+    let held = |cluster: &Cluster| -> Vec<(String, usize)> {
+        cluster
+            .nodes_view(None)
+            .iter()
+            .filter(|n| n["state"] == "RUNNING")
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap().to_string(),
+                    n["triggers"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect()
+    };
+    let wait_for = |cluster: &Cluster, want: &[usize]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut counts: Vec<usize> = held(cluster).iter().map(|(_, n)| *n).collect();
+            counts.sort();
+            if counts == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "triggers per node {:?}, expected {want:?}",
+                held(cluster)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&cluster, &[3]);
+    cluster.add("second", &[]);
+    wait_for(&cluster, &[1, 2]);
+    cluster.add("third", &[]);
+    wait_for(&cluster, &[1, 1, 1]);
+    // Every trigger once, on one node.
+    let mut all: Vec<String> = cluster
+        .nodes_view(None)
+        .iter()
+        .flat_map(|n| n["triggers"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "cluster.test/s1/every-minute",
+            "cluster.test/s2/every-minute",
+            "cluster.test/s3/every-minute"
+        ]
+    );
+}

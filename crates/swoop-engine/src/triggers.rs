@@ -31,7 +31,12 @@ struct RunningTrigger {
 
 /// `namespace/flowId/triggerId`: a trigger's dedup scope and its lease's name.
 pub fn trigger_key(flow: &Flow, trigger_id: &str) -> String {
-    format!("{}/{}/{}", flow.namespace, flow.id, trigger_id)
+    trigger_key_of(&flow.namespace, &flow.id, trigger_id)
+}
+
+/// [`trigger_key`] from its parts.
+pub fn trigger_key_of(namespace: &str, flow_id: &str, trigger_id: &str) -> String {
+    format!("{namespace}/{flow_id}/{trigger_id}")
 }
 
 /// Whether a trigger needs a task (and, with several nodes, a lease): schedules and realtime

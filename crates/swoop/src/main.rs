@@ -362,6 +362,7 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         let app = swoop_server::app(engine.clone());
         let shutdown_engine = engine.clone();
         let lost_now = lost.clone();
+        // The engine stops inside the signal: the API keeps answering while executions end.
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 stop.await;
@@ -374,6 +375,9 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!(data_dir = %args.data_dir.display(), "swoop node is up (no webserver role: no API here)");
         stop.await;
+        if !lost.is_cancelled() {
+            engine.shutdown().await;
+        }
     }
     if lost.is_cancelled() {
         // Exit at once: nothing of this process may run on (its sources, its executions'
@@ -383,7 +387,6 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         );
         std::process::exit(3);
     }
-    engine.shutdown().await;
     Ok(())
 }
 

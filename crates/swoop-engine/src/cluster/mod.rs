@@ -122,8 +122,6 @@ pub(crate) async fn run(engine: Arc<Engine>, node: Arc<Node>) {
     };
     let mut tick = tokio::time::interval(node.settings.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lease_tick = tokio::time::interval(node.settings.heartbeat_interval);
-    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = engine.shutdown.cancelled() => return,
@@ -132,8 +130,8 @@ pub(crate) async fn run(engine: Arc<Engine>, node: Arc<Node>) {
                     return;
                 }
                 claim(&engine, &node).await;
+                leases::pass(&engine, &node).await;
             }
-            _ = lease_tick.tick() => leases::pass(&engine, &node).await,
             _ = node.rebalance.notified() => leases::pass(&engine, &node).await,
             _ = node.claim.notified() => claim(&engine, &node).await,
             notice = recv(&mut notices) => match notice {
@@ -273,7 +271,9 @@ impl Engine {
                 triggers: self
                     .trigger_statuses()
                     .into_iter()
-                    .map(|t| format!("{}/{}/{}", t.namespace, t.flow_id, t.trigger_id))
+                    .map(|t| {
+                        crate::triggers::trigger_key_of(&t.namespace, &t.flow_id, &t.trigger_id)
+                    })
                     .collect(),
                 this_node: true,
             }]);

@@ -83,54 +83,61 @@ impl Engine {
     /// Loads a flow as the store has it now (another node stored or deleted it).
     pub(crate) async fn reload_flow(&self, namespace: &str, id: &str) -> EngineResult<()> {
         match self.store.get_flow(namespace, id).await? {
-            Some(record) => {
-                let current = self.flow(namespace, id).map(|f| f.revision);
-                if current != Some(record.revision) {
-                    match self.parse_record(&record) {
-                        Ok(flow) => {
-                            tracing::info!(
-                                namespace,
-                                flow = id,
-                                revision = record.revision,
-                                "flow changed on another node: reloaded"
-                            );
-                            self.install_flow(Arc::new(flow));
-                        }
-                        Err(d) => {
-                            return Err(EngineError::Invalid {
-                                message: format!("flow `{namespace}.{id}` no longer validates"),
-                                details: d,
-                            });
-                        }
-                    }
-                }
-            }
+            Some(record) => self.apply_record(&record),
             None => {
-                let key = (namespace.to_string(), id.to_string());
-                if self.flows.write().remove(&key).is_some() {
-                    self.triggers.stop_flow(&key);
-                    self.release_flow_resources(namespace, id);
+                if self.uninstall_flow(namespace, id) {
                     tracing::info!(namespace, flow = id, "flow deleted on another node");
-                    if let Some(node) = &self.node {
-                        node.rebalance.notify_one();
-                    }
                 }
+                Ok(())
             }
         }
+    }
+
+    /// Installs a stored revision unless it is the one installed already.
+    fn apply_record(&self, record: &FlowRecord) -> EngineResult<()> {
+        let (namespace, id) = (&record.namespace, &record.id);
+        if self.flow(namespace, id).map(|f| f.revision) == Some(record.revision) {
+            return Ok(());
+        }
+        let flow = self
+            .parse_record(record)
+            .map_err(|details| EngineError::Invalid {
+                message: format!("flow `{namespace}.{id}` no longer validates"),
+                details,
+            })?;
+        tracing::info!(namespace = %namespace, flow = %id, revision = record.revision, "flow changed on another node: reloaded");
+        self.install_flow(Arc::new(flow));
         Ok(())
     }
 
-    /// Reloads every flow (notices may have been missed).
+    /// Drops a flow from memory: its triggers stop and what only it used is closed. `false`
+    /// when it was not installed.
+    fn uninstall_flow(&self, namespace: &str, id: &str) -> bool {
+        let key = (namespace.to_string(), id.to_string());
+        if self.flows.write().remove(&key).is_none() {
+            return false;
+        }
+        self.triggers.stop_flow(&key);
+        self.release_flow_resources(namespace, id);
+        if let Some(node) = &self.node {
+            node.rebalance.notify_one();
+        }
+        true
+    }
+
+    /// Reloads every flow from one listing (notices may have been missed).
     pub(crate) async fn reload_all_flows(&self) -> EngineResult<()> {
         let stored = self.store.list_flows().await?;
-        let mut known: std::collections::HashSet<FlowKey> =
+        let mut gone: std::collections::HashSet<FlowKey> =
             self.flows.read().keys().cloned().collect();
         for record in &stored {
-            known.remove(&(record.namespace.clone(), record.id.clone()));
-            self.reload_flow(&record.namespace, &record.id).await?;
+            gone.remove(&(record.namespace.clone(), record.id.clone()));
+            self.apply_record(record)?;
         }
-        for (namespace, id) in known {
-            self.reload_flow(&namespace, &id).await?;
+        for (namespace, id) in gone {
+            if self.uninstall_flow(&namespace, &id) {
+                tracing::info!(namespace = %namespace, flow = %id, "flow deleted on another node");
+            }
         }
         Ok(())
     }
@@ -210,10 +217,7 @@ impl Engine {
         if !self.store.delete_flow(namespace, id).await? {
             return Err(not_found_flow(namespace, id));
         }
-        let key = (namespace.to_string(), id.to_string());
-        self.flows.write().remove(&key);
-        self.triggers.stop_flow(&key);
-        self.release_flow_resources(namespace, id);
+        self.uninstall_flow(namespace, id);
         tracing::info!(namespace, flow = id, "flow deleted");
         self.announce_flow(namespace, id).await;
         Ok(())

@@ -251,13 +251,14 @@ impl Engine {
     /// executions get that period to end; then TERMINATED_GRACEFULLY, or TERMINATED_FORCED with
     /// executions left, which the other nodes claim at once.
     pub async fn shutdown(&self) {
+        // From here nothing new is taken: no submission, no lease.
+        self.shutdown.cancel();
         let grace = match &self.node {
             Some(node) if !node.lost.is_cancelled() => {
                 let cluster = cluster::cluster_of(self);
                 if let Err(e) = cluster.set_node_state(NodeState::Terminating).await {
                     tracing::warn!(error = %e, "cannot mark this node TERMINATING");
                 }
-                self.shutdown.cancel();
                 cluster::leases::release_all(
                     &self.arc(),
                     node,
@@ -268,7 +269,6 @@ impl Engine {
             }
             _ => SHUTDOWN_GRACE,
         };
-        self.shutdown.cancel();
         self.triggers.stop_all();
         let deadline = tokio::time::Instant::now() + grace;
         let mut events = self.subscribe();

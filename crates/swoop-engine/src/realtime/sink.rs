@@ -54,7 +54,7 @@ impl Runtime {
         stop: CancellationToken,
     ) -> Self {
         Runtime {
-            uid: format!("{}/{}/{}", flow.namespace, flow.id, trigger_id),
+            uid: crate::triggers::trigger_key(&flow, &trigger_id),
             engine,
             flow,
             trigger_id,

@@ -85,41 +85,139 @@ fn current_files() -> Result<Arc<dyn FileAccess>, Error> {
         .ok_or_else(|| invalid("file functions are only available while a task runs"))
 }
 
+/// The variables templates render against, converted for minijinja once. Build it once per
+/// execution and add each task run's own variables with [`TemplateContext::with`], which
+/// shares the converted values (minijinja's are reference counted) instead of copying and
+/// converting the whole context for every task run.
+#[derive(Clone, Debug, Default)]
+pub struct TemplateContext {
+    /// The top-level variables, in order.
+    entries: Vec<(Value, Value)>,
+    /// `entries` as one minijinja map, made at the first render.
+    value: OnceLock<Value>,
+}
+
+impl TemplateContext {
+    /// The variables of a JSON value: an object's entries; anything else has none.
+    pub fn from_json(context: &serde_json::Value) -> Self {
+        let mut ctx = Self::default();
+        if let serde_json::Value::Object(map) = context {
+            for (key, value) in map {
+                ctx.insert(key, value);
+            }
+        }
+        ctx
+    }
+
+    /// Sets the variable `key` (replacing one of the same name).
+    pub fn insert<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        let value = to_value(value);
+        match self
+            .entries
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == Some(key))
+        {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((Value::from(key), value)),
+        }
+        self.value = OnceLock::new();
+    }
+
+    /// This context with `extra` variables set.
+    pub fn with<'k>(&self, extra: impl IntoIterator<Item = (&'k str, serde_json::Value)>) -> Self {
+        let mut ctx = Self {
+            entries: self.entries.clone(),
+            value: OnceLock::new(),
+        };
+        for (key, value) in extra {
+            ctx.insert(key, &value);
+        }
+        ctx
+    }
+
+    fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| Value::from_object(Variables(self.entries.clone())))
+    }
+}
+
+/// A context's top level as minijinja sees it: a map of a few entries, searched in order.
+#[derive(Debug)]
+struct Variables(Vec<(Value, Value)>);
+
+impl minijinja::value::Object for Variables {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::ObjectExt;
+        self.mapped_enumerator(|this| Box::new(this.0.iter().map(|(k, _)| k.clone())))
+    }
+}
+
+/// A context given as JSON is converted on first use, so a value with nothing to render never
+/// converts it; a [`TemplateContext`] is ready.
+enum Ctx<'a> {
+    Json(&'a serde_json::Value, Option<Value>),
+    Ready(&'a Value),
+}
+
+impl Ctx<'_> {
+    fn get(&mut self) -> &Value {
+        match self {
+            Ctx::Json(json, converted) => converted.get_or_insert_with(|| to_value(*json)),
+            Ctx::Ready(value) => value,
+        }
+    }
+}
+
 /// What one task run renders against: its template variables and its execution's files. Built
 /// once per task run (the engine's and the tests' `RunContext`s hold one), so a render costs no
 /// allocation for the file access.
 pub struct TaskTemplates {
-    context: serde_json::Value,
+    context: TemplateContext,
     files: Arc<dyn FileAccess>,
 }
 
 impl TaskTemplates {
     pub fn new(context: serde_json::Value, files: Arc<dyn FileAccess>) -> Self {
+        Self::prepared(TemplateContext::from_json(&context), files)
+    }
+
+    pub fn prepared(context: TemplateContext, files: Arc<dyn FileAccess>) -> Self {
         Self { context, files }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&Templates, &serde_json::Value) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&Templates, &TemplateContext) -> R) -> R {
         with_files(Some(self.files.clone()), || {
             f(Templates::global(), &self.context)
         })
     }
 
     pub fn render(&self, template: &str) -> Result<String, RenderError> {
-        self.with(|t, ctx| t.render(template, ctx))
+        self.with(|t, ctx| t.render_in(template, ctx))
     }
 
     pub fn render_value(
         &self,
         value: &serde_json::Value,
     ) -> Result<serde_json::Value, RenderError> {
-        self.with(|t, ctx| t.render_value(value, ctx))
+        self.with(|t, ctx| t.render_value_in(value, ctx))
     }
 
     pub fn render_typed(
         &self,
         value: &serde_json::Value,
     ) -> Result<serde_json::Value, RenderError> {
-        self.with(|t, ctx| t.render_typed(value, ctx))
+        self.with(|t, ctx| t.render_typed_in(value, ctx))
     }
 }
 
@@ -171,10 +269,16 @@ impl Templates {
         template: &str,
         context: &serde_json::Value,
     ) -> Result<String, RenderError> {
-        if !is_template(template) {
-            return Ok(template.to_owned());
-        }
-        self.render_with(template, &to_value(context))
+        self.render_str(template, &mut Ctx::Json(context, None))
+    }
+
+    /// [`Templates::render`] against a prepared context.
+    pub fn render_in(
+        &self,
+        template: &str,
+        context: &TemplateContext,
+    ) -> Result<String, RenderError> {
+        self.render_str(template, &mut Ctx::Ready(context.value()))
     }
 
     /// Renders every string inside `value` (maps and lists recursively; keys untouched); non-strings unchanged.
@@ -183,9 +287,16 @@ impl Templates {
         value: &serde_json::Value,
         context: &serde_json::Value,
     ) -> Result<serde_json::Value, RenderError> {
-        // The context is converted at most once, and only if some string needs rendering.
-        let mut ctx = None;
-        self.render_value_with(value, context, &mut ctx)
+        self.render_value_with(value, &mut Ctx::Json(context, None))
+    }
+
+    /// [`Templates::render_value`] against a prepared context.
+    pub fn render_value_in(
+        &self,
+        value: &serde_json::Value,
+        context: &TemplateContext,
+    ) -> Result<serde_json::Value, RenderError> {
+        self.render_value_with(value, &mut Ctx::Ready(context.value()))
     }
 
     /// Like [`Templates::render_value`], but a string that is exactly one `{{ expression }}`
@@ -196,12 +307,36 @@ impl Templates {
         value: &serde_json::Value,
         context: &serde_json::Value,
     ) -> Result<serde_json::Value, RenderError> {
+        self.render_typed_with(value, &mut Ctx::Json(context, None))
+    }
+
+    /// [`Templates::render_typed`] against a prepared context.
+    pub fn render_typed_in(
+        &self,
+        value: &serde_json::Value,
+        context: &TemplateContext,
+    ) -> Result<serde_json::Value, RenderError> {
+        self.render_typed_with(value, &mut Ctx::Ready(context.value()))
+    }
+
+    fn render_str(&self, template: &str, ctx: &mut Ctx) -> Result<String, RenderError> {
+        if !is_template(template) {
+            return Ok(template.to_owned());
+        }
+        self.render_with(template, ctx.get())
+    }
+
+    fn render_typed_with(
+        &self,
+        value: &serde_json::Value,
+        ctx: &mut Ctx,
+    ) -> Result<serde_json::Value, RenderError> {
         use serde_json::Value as J;
         match value {
             J::String(s) => match single_expression(s) {
                 Some(expr) => {
                     let json = self
-                        .render_with(&format!("{{{{ ({expr}) | toJson }}}}"), &to_value(context))
+                        .render_with(&format!("{{{{ ({expr}) | toJson }}}}"), ctx.get())
                         .map_err(|e| RenderError {
                             expression: s.clone(),
                             message: e.message,
@@ -211,17 +346,17 @@ impl Templates {
                         message: format!("the value is not JSON: {e}"),
                     })
                 }
-                None => self.render(s, context).map(J::String),
+                None => self.render_str(s, ctx).map(J::String),
             },
             J::Array(items) => items
                 .iter()
-                .map(|item| self.render_typed(item, context))
+                .map(|item| self.render_typed_with(item, ctx))
                 .collect::<Result<_, _>>()
                 .map(J::Array),
             J::Object(map) => {
                 let mut out = serde_json::Map::with_capacity(map.len());
                 for (key, item) in map {
-                    out.insert(key.clone(), self.render_typed(item, context)?);
+                    out.insert(key.clone(), self.render_typed_with(item, ctx)?);
                 }
                 Ok(J::Object(out))
             }
@@ -232,25 +367,21 @@ impl Templates {
     fn render_value_with(
         &self,
         value: &serde_json::Value,
-        context: &serde_json::Value,
-        ctx: &mut Option<Value>,
+        ctx: &mut Ctx,
     ) -> Result<serde_json::Value, RenderError> {
         use serde_json::Value as J;
         Ok(match value {
-            J::String(s) if is_template(s) => {
-                let ctx = ctx.get_or_insert_with(|| to_value(context));
-                J::String(self.render_with(s, ctx)?)
-            }
+            J::String(s) if is_template(s) => J::String(self.render_with(s, ctx.get())?),
             J::Array(items) => J::Array(
                 items
                     .iter()
-                    .map(|item| self.render_value_with(item, context, ctx))
+                    .map(|item| self.render_value_with(item, ctx))
                     .collect::<Result<_, _>>()?,
             ),
             J::Object(map) => {
                 let mut out = serde_json::Map::with_capacity(map.len());
                 for (key, item) in map {
-                    out.insert(key.clone(), self.render_value_with(item, context, ctx)?);
+                    out.insert(key.clone(), self.render_value_with(item, ctx)?);
                 }
                 J::Object(out)
             }
@@ -510,7 +641,7 @@ fn describe_error(err: &Error, source: &str) -> String {
 }
 
 /// A JSON (or any serializable) value as a template value.
-fn to_value<T: serde::Serialize>(value: &T) -> Value {
+fn to_value<T: serde::Serialize + ?Sized>(value: &T) -> Value {
     Value::from(minijinja::value::Serde(value))
 }
 

@@ -14,48 +14,41 @@ use swoop_core::model::{Label, LogEntry, LogLevel, merge_labels};
 use swoop_core::registry::{RunContext, TaskError, TaskRunInfo};
 use swoop_core::resources::SharedResources;
 use swoop_core::storage::TaskStorage;
-use swoop_core::template::{TaskTemplates, mask_secrets};
+use swoop_core::template::{TaskTemplates, TemplateContext, mask_secrets};
 use swoop_core::{Execution, Flow};
 use swoop_store::LogStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::LiveExecution;
 
-/// The part of the context that is the same for every task of an execution.
-pub fn base_context(flow: &Flow, execution: &Execution) -> Map<String, Value> {
-    let mut ctx = Map::new();
+/// The part of the context that is the same for every task of an execution, converted for
+/// the templates once per execution.
+pub fn base_context(flow: &Flow, execution: &Execution) -> TemplateContext {
+    let mut ctx = TemplateContext::default();
     ctx.insert(
-        "flow".into(),
-        json!({"id": flow.id, "namespace": flow.namespace, "revision": execution.flow_revision}),
+        "flow",
+        &json!({"id": flow.id, "namespace": flow.namespace, "revision": execution.flow_revision}),
     );
     ctx.insert(
-        "execution".into(),
-        json!({
+        "execution",
+        &json!({
             "id": execution.id,
             "startDate": execution.state.start_date().map(|d| d.to_rfc3339()),
             "originalId": execution.id,
         }),
     );
-    ctx.insert("inputs".into(), Value::Object(execution.inputs.clone()));
-    ctx.insert("vars".into(), Value::Object(flow.variables.clone()));
-    ctx.insert(
-        "trigger".into(),
-        execution
-            .trigger
-            .as_ref()
-            .map(|t| Value::Object(t.variables.clone()))
-            .unwrap_or_else(|| Value::Object(Map::new())),
-    );
-    ctx.insert(
-        "labels".into(),
-        Value::Object(
-            execution
-                .labels
-                .iter()
-                .map(|l| (l.key.clone(), Value::String(l.value.clone())))
-                .collect(),
-        ),
-    );
+    ctx.insert("inputs", &execution.inputs);
+    ctx.insert("vars", &flow.variables);
+    match &execution.trigger {
+        Some(t) => ctx.insert("trigger", &t.variables),
+        None => ctx.insert("trigger", &Map::new()),
+    }
+    let labels: Map<String, Value> = execution
+        .labels
+        .iter()
+        .map(|l| (l.key.clone(), Value::String(l.value.clone())))
+        .collect();
+    ctx.insert("labels", &labels);
     ctx
 }
 

@@ -19,7 +19,7 @@ use swoop_core::flow::{ConcurrencyBehavior, Flowable, TaskDef, scalar_text};
 use swoop_core::model::{Attempt, ExecutionTrigger, LogLevel, StateInfo, TaskRun, new_id};
 use swoop_core::registry::{RunnableTask, TaskError, TaskKind, TaskRunInfo};
 use swoop_core::storage::{self, ExecutionFiles, TaskStorage};
-use swoop_core::template::{TaskTemplates, Templates};
+use swoop_core::template::{TaskTemplates, TemplateContext, Templates};
 use swoop_core::{Flow, State};
 use swoop_store::{DedupKey, Durability};
 use tokio::sync::OwnedSemaphorePermit;
@@ -50,7 +50,8 @@ pub(crate) struct Run {
     engine: Arc<Engine>,
     flow: Arc<Flow>,
     live: Arc<LiveExecution>,
-    base: Map<String, Value>,
+    /// The variables every task run of the execution sees.
+    base: TemplateContext,
     flow_ref: String,
     /// The execution's files (an error when its namespace or id cannot be a storage path).
     files: Result<ExecutionFiles, String>,
@@ -202,7 +203,7 @@ impl Run {
         for output in &self.flow.outputs {
             let what = format!("output `{}`", output.id);
             let value = Templates::global()
-                .render_value(&output.value, &ctx)
+                .render_value_in(&output.value, &ctx)
                 .map_err(|e| e.to_string())
                 .and_then(|v| match output.output_type {
                     Some(kind) => crate::inputs::coerce_value(&what, kind, &v),
@@ -358,27 +359,25 @@ impl Run {
         run_id: Option<&str>,
         scope: &Scope,
         attempt: u32,
-    ) -> Value {
-        let e = self.live.execution.lock();
-        let mut ctx = self.base.clone();
-        ctx.insert("outputs".into(), Value::Object(outputs_context(&e)));
-        if let Some(task) = task {
-            ctx.insert(
-                "taskrun".into(),
-                json!({
-                    "id": run_id,
-                    "value": scope.value,
-                    "iteration": scope.iteration,
-                    "parentId": scope.parent,
-                    "attemptsCount": attempt,
-                }),
-            );
-            ctx.insert(
-                "task".into(),
-                json!({"id": task.id, "type": task.type_name}),
-            );
+    ) -> TemplateContext {
+        let outputs = Value::Object(outputs_context(&self.live.execution.lock()));
+        match task {
+            None => self.base.with([("outputs", outputs)]),
+            Some(task) => self.base.with([
+                ("outputs", outputs),
+                (
+                    "taskrun",
+                    json!({
+                        "id": run_id,
+                        "value": scope.value,
+                        "iteration": scope.iteration,
+                        "parentId": scope.parent,
+                        "attemptsCount": attempt,
+                    }),
+                ),
+                ("task", json!({"id": task.id, "type": task.type_name})),
+            ]),
         }
-        Value::Object(ctx)
     }
 
     fn task_run_context(
@@ -405,7 +404,7 @@ impl Run {
         Ok(TaskRunContext {
             flow_ref: self.flow_ref.clone(),
             task_id: task.id.clone(),
-            templates: TaskTemplates::new(
+            templates: TaskTemplates::prepared(
                 self.context(Some(task), Some(run_id), scope, attempt),
                 Arc::new(files.clone()),
             ),
@@ -576,7 +575,7 @@ impl Run {
         let children = scope.child(run_id);
         let render = |property: &str, template: &str| {
             let ctx = self.context(Some(task), Some(run_id), scope, 1);
-            Templates::global().render(template, &ctx).map_err(|e| {
+            Templates::global().render_in(template, &ctx).map_err(|e| {
                 format!(
                     "flow `{}`, task `{}`, property `{property}`: {e}",
                     self.flow_ref, task.id
@@ -725,7 +724,7 @@ impl Run {
         match values {
             Value::String(template) => {
                 let text = Templates::global()
-                    .render(template, &ctx)
+                    .render_in(template, &ctx)
                     .map_err(|e| format!("{}: {e}", prefix()))?;
                 match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Array(items)) => Ok(items),
@@ -737,7 +736,7 @@ impl Run {
             }
             Value::Array(items) => items
                 .iter()
-                .map(|v| Templates::global().render_value(v, &ctx))
+                .map(|v| Templates::global().render_value_in(v, &ctx))
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", prefix())),
             other => Err(format!(

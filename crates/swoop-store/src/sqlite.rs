@@ -6,9 +6,10 @@
 //! waiting for more, runs the whole batch in one transaction, commits once and then answers each
 //! waiting caller. An idle store thus answers a write after one transaction, and a busy one pays
 //! one commit (one fsync with [`SyncMode::Full`]) for many writes. Within a batch, several saves
-//! of one execution are coalesced into the last one. Each message runs in its own savepoint (when
-//! it takes more than one statement), so a failing message rolls back only itself and only its
-//! caller sees the error.
+//! of one execution are coalesced into the last one. A failing message rolls back only itself and
+//! only its caller sees the error: a message of several statements runs in its own savepoint, or
+//! (the creation with a dedup key, on the hot path) orders its statements so that a failure
+//! leaves nothing to undo.
 //!
 //! Checkpoints (copying the WAL into the database file, with its fsyncs) run on a thread of their
 //! own (`checkpointer`), off the writer's path.
@@ -531,32 +532,43 @@ impl Writer {
         }
     }
 
+    /// Creates the execution unless its dedup key is taken. No savepoint: the key is read
+    /// first (this writer is the only one, so it cannot be taken in between), then the
+    /// execution is inserted (a failed single-row insert changes nothing), then the key; a key
+    /// that still fails to insert takes the execution back out. A savepoint would copy every
+    /// page the message touches into the statement journal.
     fn create(&self, row: &ExecRow, dedup: Option<&DedupKey>) -> StoreResult<Created> {
         let Some(key) = dedup else {
             self.insert_execution(row)?;
             return Ok(Created::Created);
         };
-        self.in_savepoint(|w| {
-            let inserted = w
-                .conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO dedup (trigger, key, execution_id) VALUES (?1, ?2, ?3)",
-                )
-                .and_then(|mut s| s.execute(params![key.trigger, key.key, row.id]))
-                .ctx("insert dedup key")?;
-            if inserted == 0 {
-                let existing_id: String = w
-                    .conn
-                    .prepare_cached(
-                        "SELECT execution_id FROM dedup WHERE trigger = ?1 AND key = ?2",
-                    )
-                    .and_then(|mut s| s.query_row(params![key.trigger, key.key], |r| r.get(0)))
-                    .ctx("read dedup key")?;
-                return Ok(Created::Duplicate { existing_id });
+        let existing: Option<String> = self
+            .conn
+            .prepare_cached("SELECT execution_id FROM dedup WHERE trigger = ?1 AND key = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![key.trigger, key.key], |r| r.get(0))
+                    .optional()
+            })
+            .ctx("read dedup key")?;
+        if let Some(existing_id) = existing {
+            return Ok(Created::Duplicate { existing_id });
+        }
+        self.insert_execution(row)?;
+        let inserted = self
+            .conn
+            .prepare_cached("INSERT INTO dedup (trigger, key, execution_id) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![key.trigger, key.key, row.id]))
+            .ctx("insert dedup key");
+        if let Err(e) = inserted {
+            if !self.conn.is_autocommit() {
+                self.conn
+                    .prepare_cached("DELETE FROM executions WHERE id = ?1")
+                    .and_then(|mut s| s.execute([&row.id]))
+                    .ctx("take back an execution whose dedup key failed")?;
             }
-            w.insert_execution(row)?;
-            Ok(Created::Created)
-        })
+            return Err(e);
+        }
+        Ok(Created::Created)
     }
 
     fn insert_execution(&self, row: &ExecRow) -> StoreResult<()> {
@@ -615,8 +627,9 @@ impl Writer {
         Ok(())
     }
 
+    /// One line needs no savepoint (a failed single-row insert changes nothing); several do.
     fn append_logs(&self, rows: &[LogRow]) -> StoreResult<()> {
-        self.in_savepoint(|w| {
+        let insert = |w: &Self| {
             let mut stmt = w
                 .conn
                 .prepare_cached("INSERT INTO logs (execution_id, doc) VALUES (?1, ?2)")
@@ -626,7 +639,11 @@ impl Writer {
                     .ctx("insert log")?;
             }
             Ok(())
-        })
+        };
+        match rows {
+            [_] => insert(self),
+            _ => self.in_savepoint(insert),
+        }
     }
 
     fn put_flow(

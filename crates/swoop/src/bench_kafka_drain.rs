@@ -40,9 +40,18 @@ pub struct KafkaDrainArgs {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    /// The trigger's `maxInFlight` (its default when not given).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Drain with swoop only, not the hand-rolled consumer first (to profile swoop alone).
+    #[arg(long)]
+    swoop_only: bool,
 }
 
-fn flow(bootstrap: &str, topic: &str) -> String {
+fn flow(bootstrap: &str, topic: &str, max_in_flight: Option<usize>) -> String {
+    let max_in_flight = max_in_flight
+        .map(|n| format!("\n    maxInFlight: {n}"))
+        .unwrap_or_default();
     format!(
         r#"id: kafka-drain
 namespace: swoop.bench.drain
@@ -54,7 +63,7 @@ triggers:
     properties:
       bootstrap.servers: "{bootstrap}"
       auto.offset.reset: earliest
-    valueDeserializer: JSON
+    valueDeserializer: JSON{max_in_flight}
 tasks:
   - id: log
     type: io.kestra.plugin.core.log.Log
@@ -145,7 +154,9 @@ async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
         args.records,
         Duration::from_secs(600),
     ));
-    engine.put_flow(&flow(&args.bootstrap, topic)).await?;
+    engine
+        .put_flow(&flow(&args.bootstrap, topic, args.max_in_flight))
+        .await?;
     ended.await.context("the bench's event listener")??;
     engine.store().flush().await?;
     let mut first_created = None;
@@ -180,19 +191,26 @@ pub async fn run(args: KafkaDrainArgs) -> anyhow::Result<()> {
         produced.as_secs_f64()
     );
     let rate = |d: Duration| args.records as f64 / d.as_secs_f64().max(1e-9);
-    let hand = hand_rolled(&args, &topic).await?;
-    println!(
-        "  hand-rolled consumer (parse, log, SQLite insert, commit): {:>8.0} records/s ({:.2} s)",
-        rate(hand),
-        hand.as_secs_f64()
-    );
+    let hand = if args.swoop_only {
+        None
+    } else {
+        let hand = hand_rolled(&args, &topic).await?;
+        println!(
+            "  hand-rolled consumer (parse, log, SQLite insert, commit): {:>8.0} records/s ({:.2} s)",
+            rate(hand),
+            hand.as_secs_f64()
+        );
+        Some(hand)
+    };
     let ours = swoop(&args, &topic).await?;
     println!(
         "  swoop (RealtimeTrigger defaults, one Log task):            {:>8.0} executions/s ({:.2} s)",
         rate(ours),
         ours.as_secs_f64()
     );
-    println!("  swoop / hand-rolled: {:.2}x", rate(ours) / rate(hand));
+    if let Some(hand) = hand {
+        println!("  swoop / hand-rolled: {:.2}x", rate(ours) / rate(hand));
+    }
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (whole process): {rss:.0} MiB");
     }

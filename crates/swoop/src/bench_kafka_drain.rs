@@ -26,7 +26,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use swoop_store::SyncMode;
 
-use crate::bench::peak_rss_mib;
+use crate::bench::{peak_rss_mib, process_cpu};
 use crate::bench_kafka::{create_topic, now_us, wait_ended};
 
 #[derive(clap::Args)]
@@ -101,8 +101,17 @@ async fn produce(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration>
     Ok(started.elapsed())
 }
 
-/// The hand-rolled consumer: returns the time from its first record to its last commit.
-async fn hand_rolled(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
+/// The CPU time this process used since `before` (the broker's is not in it).
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
+}
+
+/// The hand-rolled consumer: returns the time from its first record to its last commit, and
+/// the CPU time the process used meanwhile.
+async fn hand_rolled(
+    args: &KafkaDrainArgs,
+    topic: &str,
+) -> anyhow::Result<(Duration, Option<Duration>)> {
     let scratch = tempfile::tempdir()?;
     let db = rusqlite::Connection::open(scratch.path().join("events.db"))?;
     db.execute_batch(
@@ -124,6 +133,7 @@ async fn hand_rolled(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Durat
         "INSERT OR IGNORE INTO events (topic, partition, offset, customer, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut first = None;
+    let cpu = process_cpu();
     for _ in 0..args.records {
         let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
             .await
@@ -142,11 +152,13 @@ async fn hand_rolled(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Durat
         consumer.commit_message(&m, CommitMode::Async)?;
     }
     log.flush()?;
-    Ok(first.map(|f| f.elapsed()).unwrap_or_default())
+    let cpu = cpu_since(cpu);
+    Ok((first.map(|f| f.elapsed()).unwrap_or_default(), cpu))
 }
 
-/// swoop: returns the time from the first execution's creation to the last one's end.
-async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
+/// swoop: returns the time from the first execution's creation to the last one's end, and the
+/// CPU time the process used meanwhile (from the flow's creation).
+async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<(Duration, Option<Duration>)> {
     let scratch = tempfile::tempdir()?;
     let engine = crate::start_engine(scratch.path(), SyncMode::Normal).await?;
     let ended = tokio::spawn(wait_ended(
@@ -154,10 +166,12 @@ async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
         args.records,
         Duration::from_secs(600),
     ));
+    let cpu = process_cpu();
     engine
         .put_flow(&flow(&args.bootstrap, topic, args.max_in_flight))
         .await?;
     ended.await.context("the bench's event listener")??;
+    let cpu = cpu_since(cpu);
     engine.store().flush().await?;
     let mut first_created = None;
     let mut last_end = None;
@@ -176,7 +190,7 @@ async fn swoop(args: &KafkaDrainArgs, topic: &str) -> anyhow::Result<Duration> {
     }
     engine.shutdown().await;
     match (first_created, last_end) {
-        (Some(a), Some(b)) => Ok((b - a).to_std().unwrap_or_default()),
+        (Some(a), Some(b)) => Ok(((b - a).to_std().unwrap_or_default(), cpu)),
         _ => anyhow::bail!("no execution ended"),
     }
 }
@@ -191,22 +205,32 @@ pub async fn run(args: KafkaDrainArgs) -> anyhow::Result<()> {
         produced.as_secs_f64()
     );
     let rate = |d: Duration| args.records as f64 / d.as_secs_f64().max(1e-9);
+    // This process's CPU time per record while `drain` runs (the broker's is not in it).
+    let cpu_per_record = |cpu: Option<Duration>| match cpu {
+        Some(cpu) => format!(
+            ", {:.0} µs CPU per record",
+            cpu.as_secs_f64() * 1e6 / args.records as f64
+        ),
+        None => String::new(),
+    };
     let hand = if args.swoop_only {
         None
     } else {
-        let hand = hand_rolled(&args, &topic).await?;
+        let (hand, cpu) = hand_rolled(&args, &topic).await?;
         println!(
-            "  hand-rolled consumer (parse, log, SQLite insert, commit): {:>8.0} records/s ({:.2} s)",
+            "  hand-rolled consumer (parse, log, SQLite insert, commit): {:>8.0} records/s ({:.2} s{})",
             rate(hand),
-            hand.as_secs_f64()
+            hand.as_secs_f64(),
+            cpu_per_record(cpu)
         );
         Some(hand)
     };
-    let ours = swoop(&args, &topic).await?;
+    let (ours, cpu) = swoop(&args, &topic).await?;
     println!(
-        "  swoop (RealtimeTrigger defaults, one Log task):            {:>8.0} executions/s ({:.2} s)",
+        "  swoop (RealtimeTrigger defaults, one Log task):            {:>8.0} executions/s ({:.2} s{})",
         rate(ours),
-        ours.as_secs_f64()
+        ours.as_secs_f64(),
+        cpu_per_record(cpu)
     );
     if let Some(hand) = hand {
         println!("  swoop / hand-rolled: {:.2}x", rate(ours) / rate(hand));

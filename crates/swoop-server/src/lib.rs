@@ -1,9 +1,11 @@
 //! swoop's REST API, Kestra-shaped, under `/api/v1`, plus `/health` and a small web page at `/`.
 //!
 //! [`app`] builds the whole router over an [`Engine`]; tests drive it with `oneshot`, no socket.
+//! [`app_with`] adds what the binary configures: Basic authentication ([`auth`]).
 //! Errors are JSON `{"message": …, "details": [{line, column, message}]}`: 400/404/409/422 for
 //! the caller's mistakes, 500 for ours.
 
+mod auth;
 mod executions;
 mod files;
 mod flows;
@@ -19,13 +21,38 @@ use axum::routing::{get, post};
 use serde_json::json;
 use swoop_engine::{Engine, EngineError};
 
+pub use auth::BasicAuth;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
 }
 
-/// The whole HTTP API.
+/// What the binary configures about the HTTP side.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// `None`: no authentication (the binary allows it on a loopback address only).
+    pub auth: Option<BasicAuth>,
+}
+
+/// The whole HTTP API, without authentication.
 pub fn app(engine: Arc<Engine>) -> Router {
+    app_with(engine, ServerOptions::default())
+}
+
+/// The whole HTTP API with `options`.
+pub fn app_with(engine: Arc<Engine>, options: ServerOptions) -> Router {
+    let router = routes(engine);
+    match options.auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require,
+        )),
+        None => router,
+    }
+}
+
+fn routes(engine: Arc<Engine>) -> Router {
     let state = AppState { engine };
     Router::new()
         .route("/", get(ui::index))

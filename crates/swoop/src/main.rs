@@ -6,6 +6,7 @@ mod bench_kafka;
 #[cfg(feature = "kafka")]
 mod bench_kafka_drain;
 mod flow_cmd;
+mod http_access;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +111,8 @@ struct LocalArgs {
     /// `normal` survives a process crash; `full` also survives power loss (slower).
     #[arg(long, value_enum, default_value_t = Sync::Normal)]
     sync: Sync,
+    #[command(flatten)]
+    access: http_access::AccessArgs,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -326,6 +329,7 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
         Sync::Full => SyncMode::Full,
     };
     let settings = args.node.settings(&args.db, args.port)?;
+    let auth = args.access.auth_for(&args.host)?;
     let serves = settings.as_ref().is_none_or(|s| s.roles.serves);
     let engine = start_node_on(&args.data_dir, &args.db, sync, settings).await?;
     if let Some(dir) = &args.flows {
@@ -359,7 +363,10 @@ async fn server_local(args: LocalArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), store = engine.store().backend(), "swoop server is up");
-        let app = swoop_server::app(engine.clone());
+        if let Some(auth) = &auth {
+            tracing::info!(user = auth.user(), "basic authentication on");
+        }
+        let app = swoop_server::app_with(engine.clone(), swoop_server::ServerOptions { auth });
         let shutdown_engine = engine.clone();
         let lost_now = lost.clone();
         // The engine stops inside the signal: the API keeps answering while executions end.

@@ -145,3 +145,31 @@ fn flow_run_exits_1_when_the_execution_fails() {
     let e = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(e["state"]["current"], "FAILED");
 }
+
+#[test]
+fn the_server_refuses_a_public_address_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(swoop()
+        .args([
+            "server",
+            "local",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("SWOOP_AUTH_USER")
+        .env_remove("SWOOP_AUTH_PASSWORD"));
+    assert!(!out.status.success(), "the server started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0 without authentication")
+            && stderr.contains("--auth-user")
+            && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    // Nothing was opened: the refusal comes before the store.
+    assert!(!dir.path().join("swoop.db").exists());
+}

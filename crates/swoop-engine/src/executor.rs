@@ -250,6 +250,9 @@ impl Run {
         }
         drop(order);
         let id = ended.id.clone();
+        self.engine
+            .metrics
+            .ended(&self.flow.namespace, &self.flow.id, state);
         self.engine.retire(&self.live, ended);
         drop(permit);
         self.engine.notify(&id, state);

@@ -4,6 +4,7 @@
 //!   restart, resume after a crash.
 //! - `executor`: one execution's walk through its tasks (retry, timeout, flowables, errors).
 //! - `triggers`: schedules; webhooks come through [`Engine::webhook`].
+//! - [`metrics::EngineMetrics`]: what `/metrics` counts as it happens.
 //! - [`flows_dir::FlowsDir`]: a folder of flow files kept in sync with the engine.
 
 pub mod cluster;
@@ -13,6 +14,7 @@ mod error;
 mod executor;
 pub mod flows_dir;
 mod inputs;
+pub mod metrics;
 mod realtime;
 mod saver;
 mod triggers;

@@ -9,6 +9,7 @@ mod auth;
 mod executions;
 mod files;
 mod flows;
+mod metrics;
 mod ui;
 
 use std::sync::Arc;
@@ -42,7 +43,18 @@ pub fn app(engine: Arc<Engine>) -> Router {
 
 /// The whole HTTP API with `options`.
 pub fn app_with(engine: Arc<Engine>, options: ServerOptions) -> Router {
-    let router = routes(engine);
+    let metrics = metrics::Metrics::new(&engine);
+    let router = routes(engine)
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::serve))
+                .with_state(metrics.clone()),
+        )
+        // A route layer: it runs once the route matched, so it sees the route's pattern.
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::time_requests,
+        ));
     match options.auth {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),

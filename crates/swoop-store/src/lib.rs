@@ -28,6 +28,7 @@ pub use local_storage::LocalStorage;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
+pub use write_queue::{WriterMetrics, WriterStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,6 +172,10 @@ pub trait Store: FlowStore + ExecutionStore + LogStore + TriggerStateStore {
     fn backend(&self) -> &'static str;
     /// The store's side of several nodes, when the backend can be shared (PostgreSQL).
     fn cluster(&self) -> Option<&dyn cluster::ClusterStore> {
+        None
+    }
+    /// The writer's commit latency and batch sizes, for `/metrics`.
+    fn writer_metrics(&self) -> Option<WriterMetrics> {
         None
     }
 }

@@ -988,6 +988,10 @@ impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    fn writer_metrics(&self) -> Option<crate::WriterMetrics> {
+        Some(self.queue.metrics())
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ pub struct Engine {
     /// one node alone.
     pub(crate) node: Option<Arc<Node>>,
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) metrics: crate::metrics::EngineMetrics,
     me: Weak<Engine>,
 }
 
@@ -189,6 +190,7 @@ impl Engine {
             saver: Arc::new(BackgroundSaver::default()),
             node,
             started_at: chrono::Utc::now(),
+            metrics: Default::default(),
             me: me.clone(),
         });
         tokio::spawn(
@@ -402,7 +404,10 @@ impl Engine {
         {
             Created::Created => {
                 tracing::debug!(execution = %execution.id, namespace = %flow.namespace, flow = %flow.id, "execution created");
+                self.metrics.created(&flow.namespace, &flow.id);
                 if execution.state.current.is_terminal() {
+                    self.metrics
+                        .ended(&flow.namespace, &flow.id, execution.state.current);
                     self.notify(&execution.id, execution.state.current);
                 } else if self.node.as_ref().is_some_and(|n| !n.executes()) {
                     // Created without an owner: a node that executes claims it.
@@ -494,6 +499,11 @@ impl Engine {
             id: id.to_string(),
             state,
         });
+    }
+
+    /// The counters and histograms `/metrics` shows.
+    pub fn metrics(&self) -> &crate::metrics::EngineMetrics {
+        &self.metrics
     }
 
     /// Events for every execution change; pair with [`Engine::get_execution`].

@@ -41,6 +41,8 @@ pub(crate) struct Runtime {
     attempt: AtomicU32,
     /// When an event last came or a slot was last freed: the watchdog's measure of progress.
     progress: Arc<Mutex<Instant>>,
+    /// This trigger's event → RUNNING latency (`/metrics`).
+    latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Runtime {
@@ -55,6 +57,9 @@ impl Runtime {
     ) -> Self {
         Runtime {
             uid: crate::triggers::trigger_key(&flow, &trigger_id),
+            latency: engine
+                .metrics
+                .event_to_running_of(&flow.namespace, &flow.id, &trigger_id),
             engine,
             flow,
             trigger_id,
@@ -80,7 +85,11 @@ impl Runtime {
     /// Returns a receiver that resolves when the execution has ended; `None` when the trigger
     /// stopped first (the event is released).
     async fn process(&self, job: Job) -> Option<oneshot::Receiver<()>> {
-        let Job { event, slot } = job;
+        let Job {
+            event,
+            slot,
+            received,
+        } = job;
         let (ended_tx, ended_rx) = oneshot::channel::<()>();
         // Dropped when the execution ends: frees the slot and wakes the key's queue.
         let mut hold: Option<crate::engine::Hold> = Some(Box::new((slot, ended_tx)));
@@ -106,6 +115,7 @@ impl Runtime {
         loop {
             let outcome = match self.engine.admit(&self.flow, &request, &mut hold).await {
                 Admission::Admitted(Submitted::Created(_)) => {
+                    self.latency.observe(received.elapsed().as_secs_f64());
                     self.status.lock().executions_created += 1;
                     Outcome::Created
                 }
@@ -139,10 +149,11 @@ impl Runtime {
     }
 }
 
-/// One taken event and the in-flight slot it holds.
+/// One taken event, the in-flight slot it holds, and when it came.
 struct Job {
     event: Event,
     slot: Slot,
+    received: Instant,
 }
 
 /// An in-flight slot taken by an event, counted in the status until it is freed.
@@ -220,6 +231,8 @@ impl RuntimeSink {
 #[async_trait]
 impl EventSink for RuntimeSink {
     async fn emit(&self, event: Event) -> Result<(), Stopped> {
+        // Before the wait for a slot: a full trigger's wait is part of the latency.
+        let received = Instant::now();
         let runtime = &self.runtime;
         let permit = runtime
             .slots
@@ -245,7 +258,11 @@ impl EventSink for RuntimeSink {
             status: runtime.status.clone(),
             progress: runtime.progress.clone(),
         };
-        let job = Job { event, slot };
+        let job = Job {
+            event,
+            slot,
+            received,
+        };
         let key = match self.ordering {
             Ordering::None => None,
             Ordering::Key => job.event.key.clone(),

@@ -21,6 +21,20 @@ pub enum TriggerState {
     Failed,
 }
 
+impl TriggerState {
+    /// The name the API shows (`RUNNING` …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerState::Starting => "STARTING",
+            TriggerState::Running => "RUNNING",
+            TriggerState::Stalled => "STALLED",
+            TriggerState::Reconnecting => "RECONNECTING",
+            TriggerState::Stopped => "STOPPED",
+            TriggerState::Failed => "FAILED",
+        }
+    }
+}
+
 /// What the API shows of one trigger.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,4 +110,23 @@ pub(crate) fn new_status(
 /// Marks a trigger that needs no connection (a schedule) running.
 pub(crate) fn set_running(status: &SharedStatus) {
     set_state(status, TriggerState::Running, None, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_api_names() {
+        for state in [
+            TriggerState::Starting,
+            TriggerState::Running,
+            TriggerState::Stalled,
+            TriggerState::Reconnecting,
+            TriggerState::Stopped,
+            TriggerState::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
 }

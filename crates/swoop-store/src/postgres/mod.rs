@@ -641,6 +641,10 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn writer_metrics(&self) -> Option<crate::WriterMetrics> {
+        Some(self.queue.metrics())
+    }
+
     fn cluster(&self) -> Option<&dyn crate::cluster::ClusterStore> {
         Some(self)
     }

@@ -145,6 +145,34 @@ pub fn events_become_executions(fixture: &mut dyn SourceFixture) {
         counts.values().all(|c| *c == 1),
         "no event has two executions"
     );
+    // What `/metrics` says of the trigger (its latency is observed just after the creation).
+    let ns = r#"namespace="conformance.test""#;
+    wait_until("200 latencies observed", Duration::from_secs(10), || {
+        super::metric(
+            server.port,
+            "swoop_trigger_event_to_running_seconds_count",
+            &[ns],
+        ) >= 200.0
+    });
+    let metric = |name: &str, labels: &[&str]| super::metric(server.port, name, labels);
+    assert_eq!(
+        metric("swoop_trigger_event_to_running_seconds_count", &[ns]),
+        200.0
+    );
+    assert_eq!(metric("swoop_trigger_events_total", &[ns]), 200.0);
+    assert_eq!(
+        metric("swoop_trigger_executions_created_total", &[ns]),
+        200.0
+    );
+    assert_eq!(metric("swoop_executions_created_total", &[ns]), 200.0);
+    assert_eq!(
+        metric("swoop_executions_ended_total", &[ns, r#"state="SUCCESS""#]),
+        200.0
+    );
+    assert_eq!(
+        metric("swoop_trigger_state", &[ns, r#"state="RUNNING""#]),
+        1.0
+    );
 }
 
 /// `kill -9` mid-stream, restart: nothing lost, and no duplicate where the source gives ids.

@@ -106,6 +106,22 @@ impl Drop for Server {
     }
 }
 
+/// The sum of the samples of metric `name` (the exact sample name, e.g. `…_total`) whose labels
+/// contain every one of `labels` (`key="value"` pairs), from `GET /metrics`.
+pub fn metric(port: u16, name: &str, labels: &[&str]) -> f64 {
+    let (status, text) = http(port, "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    text.lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample, rest) = series.split_once('{').unwrap_or((series, ""));
+            (sample == name && labels.iter().all(|l| rest.contains(l)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
 pub fn http(
     port: u16,

@@ -19,13 +19,14 @@ use swoop_core::{Execution, State as ExecState};
 use swoop_engine::NewExecution;
 use swoop_store::ExecutionQuery;
 
-use crate::{ApiError, ApiResult, AppState};
+use crate::{ApiError, ApiErrorBody, ApiResult, AppState};
 
 fn execution_json(e: &Execution) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CreateParams {
     #[serde(default)]
     wait: bool,
@@ -92,6 +93,11 @@ fn parse_labels(text: Option<&str>) -> ApiResult<Vec<Label>> {
         .collect()
 }
 
+/// Runs a flow. Inputs come as a JSON object or a multipart form (files among them).
+#[utoipa::path(post, operation_id = "createExecution", path = "/api/v1/executions/{namespace}/{flow_id}", tag = "executions",
+    params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), CreateParams),
+    request_body(content = serde_json::Value, description = "The inputs (JSON, or multipart/form-data)"),
+    responses((status = 200, description = "The execution (ended, with `wait=true`)", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Path((namespace, flow_id)): Path<(String, String)>,
@@ -118,13 +124,17 @@ pub async fn create(
     Ok(Json(execution_json(&execution)))
 }
 
+/// One execution, as it is now.
+#[utoipa::path(get, operation_id = "getExecution", path = "/api/v1/executions/{id}", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 200, description = "The execution", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(execution_json(
         &state.engine.get_execution(&id).await?,
     )))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionSearch {
     namespace: Option<String>,
@@ -138,6 +148,9 @@ pub struct ExecutionSearch {
     size: usize,
 }
 
+/// Executions, newest first, filtered by namespace (and its children), flow and state.
+#[utoipa::path(get, operation_id = "searchExecutions", path = "/api/v1/executions/search", tag = "executions", params(ExecutionSearch),
+    responses((status = 200, description = "`{\"results\": [execution …], \"total\": N}`", body = serde_json::Value)))]
 pub async fn search(
     State(state): State<AppState>,
     Query(q): Query<ExecutionSearch>,
@@ -173,12 +186,16 @@ pub async fn search(
     Ok(Json(json!({"results": results, "total": page.total})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct LogParams {
     min_level: Option<String>,
 }
 
+/// An execution's log lines, in order.
+#[utoipa::path(get, operation_id = "getLogs", path = "/api/v1/logs/{id}", tag = "logs", params(("id" = String, Path, description = "The execution's id"), LogParams),
+    responses((status = 200, description = "The log lines", body = Vec<serde_json::Value>), (status = 400, description = "Bad `minLevel`", body = ApiErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -208,6 +225,8 @@ pub async fn logs(
 }
 
 /// Server-sent events: the execution now, then again after every change, until it ends.
+#[utoipa::path(get, operation_id = "followExecution", path = "/api/v1/executions/{id}/follow", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 200, description = "Server-sent events, each the execution as JSON, until it ends", content_type = "text/event-stream", body = String), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn follow(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -254,6 +273,9 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Restarts a FAILED or KILLED execution from its failed tasks.
+#[utoipa::path(post, operation_id = "restartExecution", path = "/api/v1/executions/{id}/restart", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 200, description = "The restarted execution", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "Not restartable in its state", body = ApiErrorBody)))]
 pub async fn restart(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -261,6 +283,9 @@ pub async fn restart(
     Ok(Json(execution_json(&state.engine.restart(&id).await?)))
 }
 
+/// Kills a running execution.
+#[utoipa::path(delete, operation_id = "killExecution", path = "/api/v1/executions/{id}/kill", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 202, description = "The kill was asked; the execution ends KILLED", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "It has ended already", body = ApiErrorBody)))]
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -269,9 +294,37 @@ pub async fn kill(
     Ok((StatusCode::ACCEPTED, Json(execution_json(&e))))
 }
 
+/// Fires a Webhook trigger with a GET (query parameters and headers only).
+#[utoipa::path(get, operation_id = "webhookGet", path = "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}", tag = "executions", security(()),
+    params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), ("key" = String, Path, description = "The Webhook trigger's key")),
+    responses((status = 200, description = "The execution started", body = serde_json::Value), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
+pub async fn webhook_get(
+    state: State<AppState>,
+    path: Path<(String, String, String)>,
+    query: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    webhook(state, path, query, headers, Bytes::new()).await
+}
+
+/// Fires a Webhook trigger with a POST: the body becomes `trigger.body` too.
+#[utoipa::path(post, operation_id = "webhookPost", path = "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}", tag = "executions", security(()),
+    params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), ("key" = String, Path, description = "The Webhook trigger's key")),
+    request_body(content = serde_json::Value, description = "Any body: JSON becomes `trigger.body` as a value, anything else as text"),
+    responses((status = 200, description = "The execution started", body = serde_json::Value), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
+pub async fn webhook_post(
+    state: State<AppState>,
+    path: Path<(String, String, String)>,
+    query: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    webhook(state, path, query, headers, body).await
+}
+
 /// Starts the flow whose Webhook trigger has this key; the body, headers and query parameters
 /// become `trigger.body`, `trigger.headers`, `trigger.parameters`.
-pub async fn webhook(
+async fn webhook(
     State(state): State<AppState>,
     Path((namespace, flow_id, key)): Path<(String, String, String)>,
     Query(parameters): Query<Vec<(String, String)>>,

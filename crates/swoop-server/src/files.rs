@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, ApiResult, AppState};
+use crate::{ApiError, ApiErrorBody, ApiResult, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
     path: Option<String>,
 }
@@ -25,6 +26,9 @@ fn required(q: &FileQuery) -> ApiResult<&str> {
     })
 }
 
+/// Streams one file of the execution.
+#[utoipa::path(get, operation_id = "downloadFile", path = "/api/v1/executions/{id}/file", tag = "files", params(("id" = String, Path, description = "The execution's id"), FileQuery),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "`path` is missing", body = ApiErrorBody), (status = 404, description = "No such file in this execution", body = ApiErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -56,6 +60,9 @@ pub async fn download(
         .into_response())
 }
 
+/// One file's size, or without `path` every file of the execution.
+#[utoipa::path(get, operation_id = "fileMetas", path = "/api/v1/executions/{id}/file/metas", tag = "files", params(("id" = String, Path, description = "The execution's id"), FileQuery),
+    responses((status = 200, description = "`{\"path\", \"size\"}`, or `{\"results\": [...], \"total\": N}`", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn metas(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -74,6 +81,8 @@ pub async fn metas(
 }
 
 /// `DELETE /api/v1/executions/{id}`: the execution, its logs and its files.
+#[utoipa::path(delete, operation_id = "deleteExecution", path = "/api/v1/executions/{id}", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 204, description = "Deleted, with its logs and files"), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "It is still running", body = ApiErrorBody)))]
 pub async fn delete_execution(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use swoop_core::Flow;
 
-use crate::{ApiResult, AppState};
+use crate::{ApiErrorBody, ApiResult, AppState};
 
 /// A flow as the API shows it: its YAML as JSON, plus revision and source.
 pub fn flow_json(flow: &Flow) -> Value {
@@ -21,11 +21,19 @@ pub fn flow_json(flow: &Flow) -> Value {
     v
 }
 
+/// Creates a flow from its YAML source.
+#[utoipa::path(post, operation_id = "createFlow", path = "/api/v1/flows", tag = "flows",
+    request_body(content = String, content_type = "application/x-yaml", description = "The flow's YAML"),
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 409, description = "The flow exists", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn create(State(state): State<AppState>, body: String) -> ApiResult<Response> {
     let flow = state.engine.create_flow(&body).await?;
     Ok((StatusCode::OK, Json(flow_json(&flow))).into_response())
 }
 
+/// Replaces a flow's source: a new revision.
+#[utoipa::path(put, operation_id = "updateFlow", path = "/api/v1/flows/{namespace}/{id}", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
+    request_body(content = String, content_type = "application/x-yaml", description = "The flow's YAML"),
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
@@ -35,6 +43,9 @@ pub async fn update(
     Ok(Json(flow_json(&flow)))
 }
 
+/// One flow, its latest revision.
+#[utoipa::path(get, operation_id = "getFlow", path = "/api/v1/flows/{namespace}/{id}", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
@@ -48,6 +59,9 @@ pub async fn get(
     Ok(Json(flow_json(&flow)))
 }
 
+/// Deletes a flow (its revisions stay readable); its triggers stop.
+#[utoipa::path(delete, operation_id = "deleteFlow", path = "/api/v1/flows/{namespace}/{id}", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
@@ -56,7 +70,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlowSearch {
     namespace: Option<String>,
     q: Option<String>,
@@ -67,6 +82,9 @@ pub struct FlowSearch {
     size: usize,
 }
 
+/// Flows, filtered by namespace (and its children) and text.
+#[utoipa::path(get, operation_id = "searchFlows", path = "/api/v1/flows/search", tag = "flows", params(FlowSearch),
+    responses((status = 200, description = "`{\"results\": [flow …], \"total\": N}`", body = serde_json::Value)))]
 pub async fn search(State(state): State<AppState>, Query(query): Query<FlowSearch>) -> Json<Value> {
     let matches: Vec<_> = state
         .engine
@@ -121,6 +139,9 @@ fn documents(body: &str) -> Vec<(usize, String)> {
 }
 
 /// Validates one or several flows (documents separated by `---`); answers one entry per flow.
+#[utoipa::path(post, operation_id = "validateFlows", path = "/api/v1/flows/validate", tag = "flows",
+    request_body(content = String, content_type = "application/x-yaml", description = "One flow or several, separated by `---` lines"),
+    responses((status = 200, description = "One entry per flow: its id, namespace and every problem with its line and column", body = serde_json::Value)))]
 pub async fn validate(State(state): State<AppState>, body: String) -> Json<Value> {
     let results: Vec<Value> = documents(&body)
         .into_iter()

@@ -10,6 +10,7 @@ mod executions;
 mod files;
 mod flows;
 mod metrics;
+mod openapi;
 mod ui;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::json;
 use swoop_engine::{Engine, EngineError};
 
@@ -64,45 +65,27 @@ pub fn app_with(engine: Arc<Engine>, options: ServerOptions) -> Router {
     }
 }
 
+/// Every route, and the OpenAPI document made from the same declarations ([`openapi`]).
 fn routes(engine: Arc<Engine>) -> Router {
     let state = AppState { engine };
+    let (api, doc) = openapi::api_router().split_for_parts();
+    let doc = Arc::new(doc);
     Router::new()
         .route("/", get(ui::index))
-        .route("/health", get(health))
-        .route("/api/v1/flows", post(flows::create))
-        .route("/api/v1/flows/search", get(flows::search))
-        .route("/api/v1/flows/validate", post(flows::validate))
         .route(
-            "/api/v1/flows/{namespace}/{id}",
-            get(flows::get).put(flows::update).delete(flows::delete),
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
         )
-        .route("/api/v1/executions/search", get(executions::search))
-        .route(
-            "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}",
-            get(executions::webhook).post(executions::webhook),
-        )
-        .route(
-            "/api/v1/executions/{namespace}/{flow_id}",
-            post(executions::create),
-        )
-        .route(
-            "/api/v1/executions/{id}",
-            get(executions::get).delete(files::delete_execution),
-        )
-        .route("/api/v1/executions/{id}/file", get(files::download))
-        .route("/api/v1/executions/{id}/file/metas", get(files::metas))
-        .route("/api/v1/executions/{id}/follow", get(executions::follow))
-        .route("/api/v1/executions/{id}/restart", post(executions::restart))
-        .route(
-            "/api/v1/executions/{id}/kill",
-            axum::routing::delete(executions::kill),
-        )
-        .route("/api/v1/logs/{execution_id}", get(executions::logs))
-        .route("/api/v1/triggers/search", get(triggers_search))
-        .route("/api/v1/cluster/nodes", get(cluster_nodes))
+        .merge(api)
         .with_state(state)
 }
 
+/// Liveness: the store backend, the executions running, this node.
+#[utoipa::path(get, operation_id = "health", path = "/health", tag = "system", security(()),
+    responses((status = 200, description = "`{\"status\": \"UP\", \"store\", \"runningExecutions\", \"node\"}`", body = serde_json::Value)))]
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     Json(json!({
         "status": "UP",
@@ -115,6 +98,8 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
 
 /// The nodes of the cluster (one node alone: this one), with their state, heartbeat and the
 /// triggers each runs: `{"results": [...], "total": N}`.
+#[utoipa::path(get, operation_id = "clusterNodes", path = "/api/v1/cluster/nodes", tag = "system",
+    responses((status = 200, description = "`{\"results\": [node …], \"total\": N}`", body = serde_json::Value)))]
 async fn cluster_nodes(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -122,7 +107,8 @@ async fn cluster_nodes(
     Ok(Json(json!({"total": nodes.len(), "results": nodes})))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 struct TriggerSearch {
     namespace: Option<String>,
@@ -130,6 +116,8 @@ struct TriggerSearch {
 }
 
 /// Every running trigger with its status: `{"results": [...], "total": N}`.
+#[utoipa::path(get, operation_id = "searchTriggers", path = "/api/v1/triggers/search", tag = "triggers", params(TriggerSearch),
+    responses((status = 200, description = "`{\"results\": [trigger status …], \"total\": N}`: state, events, in flight, lag, last error …", body = serde_json::Value)))]
 async fn triggers_search(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::extract::Query(q): axum::extract::Query<TriggerSearch>,
@@ -196,13 +184,38 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// An error's JSON body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// What went wrong and how to fix it.
+    message: String,
+    /// For a flow: each problem at its place.
+    details: Vec<Problem>,
+}
+
+/// One problem of a flow, at its line and column (1-based; 0 when it has no place).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    line: usize,
+    column: usize,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"message": self.message, "details": self.details})),
-        )
-            .into_response()
+        let body = ApiErrorBody {
+            message: self.message,
+            details: self
+                .details
+                .into_iter()
+                .map(|d| Problem {
+                    line: d.line,
+                    column: d.column,
+                    message: d.message,
+                })
+                .collect(),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -24,8 +24,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use swoop_engine::{Engine, TriggerStatus};
 use swoop_engine::metrics::{HistogramFamily, Labels, flow_labels};
+use swoop_engine::{Engine, TriggerStatus};
 
 /// Every metric `/metrics` shows.
 pub(crate) struct Metrics {

@@ -2,34 +2,26 @@
 //! socket): 401 without or with wrong credentials, the API with the right ones, webhooks and
 //! `/health` open.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
-use http_body_util::BodyExt;
 use serde_json::Value;
 use swoop_server::{BasicAuth, ServerOptions};
-use swoop_store::{SqliteStore, Store};
-use tower::ServiceExt;
 
-const WAIT: Duration = Duration::from_secs(10);
-
+/// The status, the body as JSON and the `WWW-Authenticate` challenge.
 async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value, Option<String>) {
-    let response = tokio::time::timeout(WAIT, router.clone().oneshot(request))
-        .await
-        .expect("an answer in time")
-        .expect("the router never fails");
-    let status = response.status();
-    let challenge = response
-        .headers()
+    let (status, headers, body) = common::send(router, request).await;
+    let challenge = headers
         .get(header::WWW_AUTHENTICATE)
         .map(|v| v.to_str().unwrap_or_default().to_string());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, body, challenge)
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+        challenge,
+    )
 }
 
 fn request(method: Method, uri: &str, credentials: Option<&str>, body: &str) -> Request<Body> {
@@ -46,11 +38,7 @@ fn request(method: Method, uri: &str, credentials: Option<&str>, body: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_needs_credentials_but_webhooks_and_health_do_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = SqliteStore::open_in(dir.path()).unwrap();
-    let engine = swoop_engine::Engine::start(store, Arc::new(swoop_plugins::registry()))
-        .await
-        .unwrap();
+    let (engine, _dir) = common::engine().await;
     let auth = BasicAuth::new("admin", "s3cret").unwrap();
     let router = swoop_server::app_with(engine.clone(), ServerOptions { auth: Some(auth) });
     let flow = "id: hook\nnamespace: auth.test\ntasks:\n  - id: t\n    type: io.kestra.plugin.core.log.Log\n    message: hi\ntriggers:\n  - id: w\n    type: io.kestra.plugin.core.trigger.Webhook\n    key: k3y\n";

@@ -2,18 +2,13 @@
 //! text with executions by flow and state, the store writer's histograms and HTTP latency by
 //! route. The realtime triggers' series are checked by the conformance suite of every source.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use swoop_store::{SqliteStore, Store};
-use tower::ServiceExt;
 
-const WAIT: Duration = Duration::from_secs(10);
-
+/// The status, the content type and the body as text.
 async fn send(
     router: &Router,
     method: Method,
@@ -26,21 +21,15 @@ async fn send(
         .header(header::CONTENT_TYPE, "application/x-yaml")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = tokio::time::timeout(WAIT, router.clone().oneshot(request))
-        .await
-        .expect("an answer in time")
-        .expect("the router never fails");
-    let status = response.status();
-    let content_type = response
-        .headers()
+    let (status, headers, body) = common::send(router, request).await;
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or_default().to_string())
         .unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (
         status,
         content_type,
-        String::from_utf8_lossy(&bytes).into_owned(),
+        String::from_utf8_lossy(&body).into_owned(),
     )
 }
 
@@ -52,11 +41,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_executions_store_commits_and_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = SqliteStore::open_in(dir.path()).unwrap();
-    let engine = swoop_engine::Engine::start(store, Arc::new(swoop_plugins::registry()))
-        .await
-        .unwrap();
+    let (engine, _dir) = common::engine().await;
     let router = swoop_server::app(engine.clone());
     let ok = "id: ok\nnamespace: metrics.test\ntasks:\n  - id: t\n    type: io.kestra.plugin.core.log.Log\n    message: hi\n";
     let bad = "id: bad\nnamespace: metrics.test\ntasks:\n  - id: t\n    type: io.kestra.plugin.core.execution.Fail\n";

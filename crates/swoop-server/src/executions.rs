@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use swoop_core::model::{Label, LogLevel};
 use swoop_core::{Execution, State as ExecState};
 use swoop_engine::NewExecution;
-use swoop_store::ExecutionQuery;
+use swoop_store::{ExecutionCursor, ExecutionQuery};
 
 use crate::{ApiError, ApiErrorBody, ApiResult, AppState};
 
@@ -146,11 +146,15 @@ pub struct ExecutionSearch {
     page: usize,
     #[serde(default = "crate::twenty_five")]
     size: usize,
+    /// Keyset paging: the page after this position, the `next` of the previous page (fast at
+    /// any depth; `page` is then ignored).
+    after: Option<String>,
 }
 
 /// Executions, newest first, filtered by namespace (and its children), flow and state.
 #[utoipa::path(get, operation_id = "searchExecutions", path = "/api/v1/executions/search", tag = "executions", params(ExecutionSearch),
-    responses((status = 200, description = "`{\"results\": [execution …], \"total\": N}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{\"results\": [execution …], \"total\": N, \"next\": position or null}`: pass `next` as `after` for the following page", body = serde_json::Value),
+        (status = 400, description = "A bad state or `after`", body = ApiErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     Query(q): Query<ExecutionSearch>,
@@ -163,6 +167,12 @@ pub async fn search(
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse::<ExecState>().map_err(ApiError::bad_request))
         .collect::<ApiResult<Vec<_>>>()?;
+    let after = q
+        .after
+        .as_deref()
+        .map(ExecutionCursor::decode)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     // Running executions are saved in the background: make the search see their newest state.
     state
         .engine
@@ -179,11 +189,16 @@ pub async fn search(
             states,
             page: q.page,
             size: q.size,
+            after,
         })
         .await
         .map_err(swoop_engine::EngineError::from)?;
     let results: Vec<Value> = page.results.iter().map(execution_json).collect();
-    Ok(Json(json!({"results": results, "total": page.total})))
+    Ok(Json(json!({
+        "results": results,
+        "total": page.total,
+        "next": page.next.map(|c| c.encode()),
+    })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -713,16 +713,31 @@ tasks:
     assert_eq!(e["state"]["current"], "FAILED", "{e:#}");
 
     let base = "/api/v1/executions/search?namespace=company&flowId=hello&state=SUCCESS";
-    let (status, page1) = app.get(&format!("{base}&page=1&size=2")).await;
-    assert_eq!(status, StatusCode::OK, "{page1:#}");
-    assert_eq!(page1["total"], 3, "{page1:#}");
-    let page1 = page1["results"].as_array().expect("results").clone();
+    let (status, page1_body) = app.get(&format!("{base}&page=1&size=2")).await;
+    assert_eq!(status, StatusCode::OK, "{page1_body:#}");
+    assert_eq!(page1_body["total"], 3, "{page1_body:#}");
+    let next = page1_body["next"]
+        .as_str()
+        .expect("a next position")
+        .to_string();
+    let page1 = page1_body["results"].as_array().expect("results").clone();
     assert_eq!(page1.len(), 2);
     let (status, page2) = app.get(&format!("{base}&page=2&size=2")).await;
     assert_eq!(status, StatusCode::OK, "{page2:#}");
     assert_eq!(page2["total"], 3, "{page2:#}");
+    assert!(
+        page2["next"].is_null(),
+        "the last page has no next: {page2:#}"
+    );
     let page2 = page2["results"].as_array().expect("results").clone();
     assert_eq!(page2.len(), 1);
+    // Keyset paging reaches the same page.
+    let (status, after) = app.get(&format!("{base}&size=2&after={next}")).await;
+    assert_eq!(status, StatusCode::OK, "{after:#}");
+    assert_eq!(after["total"], 3, "{after:#}");
+    assert_eq!(after["results"], json!(page2), "{after:#}");
+    let (status, body) = app.get(&format!("{base}&after=nonsense")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:#}");
 
     let mut seen: Vec<String> = page1.iter().chain(&page2).map(id_of).collect();
     for e in page1.iter().chain(&page2) {

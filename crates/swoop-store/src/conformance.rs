@@ -78,6 +78,7 @@ macro_rules! store_conformance_tests {
             saves_keep_queue_order,
             search_executions,
             search_paging,
+            search_keyset_paging,
             unfinished_executions,
             logs_in_order_per_execution,
             trigger_state,
@@ -217,6 +218,7 @@ fn query(namespace: Option<&str>, flow_id: Option<&str>, states: &[State]) -> Ex
         states: states.to_vec(),
         page: 1,
         size: 100,
+        after: None,
     }
 }
 
@@ -702,6 +704,81 @@ pub async fn search_paging(store: Arc<dyn Store>) {
     assert_eq!(ids(&p0.results), all[0..3], "page 0 is page 1");
     let default = store.search_executions(&at(1, 0)).await.unwrap();
     assert_eq!(ids(&default.results), all, "size 0 is the default size");
+}
+
+/// Keyset paging: each page's `next` leads to the following rows, in order, with ties on the
+/// creation time broken by id, whatever the filter; the last page has no `next`.
+pub async fn search_keyset_paging(store: Arc<dyn Store>) {
+    let ns = unique("conf.keyset");
+    let base = Utc::now() - Duration::hours(2);
+    let mut all = Vec::new();
+    // Eight executions, two by two created in the same millisecond (ties); every other one
+    // FAILED.
+    for i in 0..8 {
+        let state = if i % 2 == 0 {
+            State::Success
+        } else {
+            State::Failed
+        };
+        let e = execution_at(&ns, "flow", state, base + Duration::seconds(i / 2));
+        create(&*store, &e).await;
+        all.push(e);
+    }
+    // Newest first: time descending, then id descending.
+    all.sort_by(|a, b| {
+        let key = |e: &Execution| (e.state.start_date(), e.id.clone());
+        key(b).cmp(&key(a))
+    });
+    let walk = |states: Vec<State>| {
+        let store = store.clone();
+        let ns = ns.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            for _ in 0..10 {
+                let page = store
+                    .search_executions(&ExecutionQuery {
+                        namespace: Some(ns.clone()),
+                        states: states.clone(),
+                        size: 3,
+                        // Ignored with a cursor.
+                        page: if after.is_some() { 7 } else { 1 },
+                        after: after.clone(),
+                        ..ExecutionQuery::default()
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.results.len() <= 3);
+                seen.extend(ids(&page.results));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => return (seen, page.total),
+                }
+            }
+            panic!("keyset paging did not end");
+        }
+    };
+    let (every, total) = walk(Vec::new()).await;
+    assert_eq!(
+        total, 8,
+        "the total counts the whole filter, not what follows the cursor"
+    );
+    assert_eq!(every, ids(&all));
+    let (failed, total) = walk(vec![State::Failed]).await;
+    assert_eq!(total, 4);
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|e| e.state.current == State::Failed)
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(failed, expected);
+    let cursor = crate::ExecutionCursor {
+        created_at: 1_700_000_000_123,
+        id: "0abc_def".into(),
+    };
+    assert_eq!(crate::ExecutionCursor::decode(&cursor.encode()), Ok(cursor));
+    assert!(crate::ExecutionCursor::decode("nope").is_err());
+    assert!(crate::ExecutionCursor::decode("12_").is_err());
 }
 
 /// Only non-terminal executions, oldest first.

@@ -110,15 +110,49 @@ pub struct ExecutionQuery {
     pub namespace: Option<String>,
     pub flow_id: Option<String>,
     pub states: Vec<State>,
-    /// 1-based.
+    /// 1-based; ignored when `after` is given.
     pub page: usize,
     pub size: usize,
+    /// Keyset paging: the page that follows this position (a previous page's `next`), found
+    /// through the index however deep it is, where `page` skips rows one by one.
+    pub after: Option<ExecutionCursor>,
+}
+
+/// A position in the executions' order (newest first: creation time, then id, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionCursor {
+    /// Creation time, unix milliseconds.
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl ExecutionCursor {
+    /// `<created_at>_<id>`, as the API carries it.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.created_at, self.id)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, String> {
+        text.split_once('_')
+            .and_then(|(ms, id)| {
+                Some(ExecutionCursor {
+                    created_at: ms.parse().ok()?,
+                    id: id.to_string(),
+                })
+            })
+            .filter(|c| !c.id.is_empty())
+            .ok_or_else(|| {
+                format!("`{text}` is not a page position: pass the `next` of a previous page")
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub results: Vec<T>,
     pub total: u64,
+    /// Where the next page starts (`ExecutionQuery::after`); `None` on the last page.
+    pub next: Option<ExecutionCursor>,
 }
 
 #[async_trait]

@@ -40,10 +40,11 @@ mod checkpointer;
 pub use crate::write_queue::WriterStats;
 use crate::write_queue::{
     BatchBackend, ExecRow, LogRow, WriteOp, WriteQueue, millis_to_date, parse_execution,
+    where_clause,
 };
 use crate::{
-    Created, DedupKey, Durability, ExecutionQuery, ExecutionStore, FlowRecord, FlowStore, LogStore,
-    Page, Store, StoreError, StoreResult, TriggerStateStore,
+    Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore, FlowRecord,
+    FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
 };
 
 /// How hard a commit is pushed to disk.
@@ -145,6 +146,14 @@ const MIGRATIONS: &[&str] = &[
         trigger TEXT PRIMARY KEY NOT NULL,
         value   TEXT NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 2: the id in the listing indexes, so a page after a position (keyset paging) and the
+    // tie-break on id are read from the index in order.
+    r#"
+    DROP INDEX executions_created;
+    CREATE INDEX executions_created ON executions (created_at, id);
+    DROP INDEX executions_search;
+    CREATE INDEX executions_search ON executions (namespace, flow_id, created_at, id);
     "#,
 ];
 
@@ -851,17 +860,25 @@ impl ExecutionStore for SqliteStore {
                     .map(|s: &State| Sql::Text(s.as_str().to_string())),
             );
         }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let filter = where_clause(&clauses);
         let size = match query.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let page = query.page.max(1);
-        let offset = (page - 1).saturating_mul(size);
+        // The page's own rows: after the cursor, or skipping whole pages.
+        let mut page_clauses = clauses;
+        let mut page_args = args.clone();
+        let offset = match &query.after {
+            Some(after) => {
+                page_clauses.push("(created_at < ? OR (created_at = ? AND id < ?))".into());
+                page_args.push(Sql::Integer(after.created_at));
+                page_args.push(Sql::Integer(after.created_at));
+                page_args.push(Sql::Text(after.id.clone()));
+                0
+            }
+            None => (query.page.max(1) - 1).saturating_mul(size),
+        };
+        let page_filter = where_clause(&page_clauses);
         let limit = i64::try_from(size).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
 
@@ -874,23 +891,31 @@ impl ExecutionStore for SqliteStore {
                     s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
                 })
                 .ctx("count executions")?;
-            let results = {
+            let mut results = Vec::new();
+            let mut last = None;
+            {
                 let mut stmt = tx
                     .prepare_cached(&format!(
-                        "SELECT id, doc FROM executions {filter} \
+                        "SELECT id, doc, created_at FROM executions {page_filter} \
                          ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
                     ))
                     .ctx("prepare search executions")?;
-                let mut all = args;
-                all.push(Sql::Integer(limit));
-                all.push(Sql::Integer(offset));
+                page_args.push(Sql::Integer(limit));
+                page_args.push(Sql::Integer(offset));
                 let mut rows = stmt
-                    .query(rusqlite::params_from_iter(all.iter()))
+                    .query(rusqlite::params_from_iter(page_args.iter()))
                     .ctx("search executions")?;
-                collect_executions(&mut rows)?
-            };
+                while let Some(row) = rows.next().ctx("read executions")? {
+                    let id: String = row.get(0).ctx("execution id")?;
+                    let doc: String = row.get(1).ctx("execution doc")?;
+                    let created_at: i64 = row.get(2).ctx("execution created_at")?;
+                    results.push(parse_execution(&id, &doc)?);
+                    last = Some(ExecutionCursor { created_at, id });
+                }
+            }
             tx.finish().ctx("end search")?;
             Ok(Page {
+                next: last.filter(|_| results.len() == size),
                 results,
                 total: u64::try_from(total).unwrap_or(0),
             })

@@ -687,3 +687,12 @@ impl Drop for WriteQueue {
         }
     }
 }
+
+/// `WHERE a AND b …` of a search's conditions, or nothing.
+pub(crate) fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    }
+}

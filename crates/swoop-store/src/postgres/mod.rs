@@ -35,11 +35,11 @@ use writer::Writer;
 
 use crate::write_queue::{
     BatchBackend, ExecRow, LogRow, WriteOp, WriteQueue, WriterStats, apply_in_order,
-    millis_to_date, parse_execution,
+    millis_to_date, parse_execution, where_clause,
 };
 use crate::{
-    Created, DedupKey, Durability, ExecutionQuery, ExecutionStore, FlowRecord, FlowStore, LogStore,
-    Page, Store, StoreError, StoreResult, TriggerStateStore,
+    Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore, FlowRecord,
+    FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
 };
 
 const READERS: usize = 3;
@@ -110,6 +110,14 @@ const MIGRATIONS: &[&str] = &[
         token      BIGINT NOT NULL,
         expires_at TIMESTAMPTZ NOT NULL
     );
+    "#,
+    // 3: the id in the listing indexes, so a page after a position (keyset paging) and the
+    // tie-break on id are read from the index in order.
+    r#"
+    DROP INDEX executions_created;
+    CREATE INDEX executions_created ON executions (created_at, id);
+    DROP INDEX executions_search;
+    CREATE INDEX executions_search ON executions (namespace, flow_id, created_at, id);
     "#,
 ];
 
@@ -501,17 +509,26 @@ impl ExecutionStore for PostgresStore {
                 .collect();
             clauses.push(format!("state IN ({})", marks.join(", ")));
         }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let filter = where_clause(&clauses);
         let size = match query.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let page = query.page.max(1);
-        let offset = i64::try_from((page - 1).saturating_mul(size)).unwrap_or(i64::MAX);
+        let count_args = args.len();
+        // The page's own rows: after the cursor, or skipping whole pages.
+        let offset = match &query.after {
+            Some(after) => {
+                let ms = arg(after.created_at.to_string(), &mut args);
+                let id = arg(after.id.clone(), &mut args);
+                clauses.push(format!(
+                    "(created_at < ({ms}::text)::bigint OR (created_at = ({ms}::text)::bigint AND id < {id}))"
+                ));
+                0
+            }
+            None => (query.page.max(1) - 1).saturating_mul(size),
+        };
+        let page_filter = where_clause(&clauses);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let limit = i64::try_from(size).unwrap_or(i64::MAX);
         let text: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
             .iter()
@@ -520,13 +537,14 @@ impl ExecutionStore for PostgresStore {
         let mut all = text.clone();
         all.push(&limit);
         all.push(&offset);
-        // The count comes with the page (one snapshot); an empty page counts on its own.
+        // Without a cursor the count comes with the page (one snapshot); after a cursor, or
+        // for an empty page, it is counted on its own.
         let rows = self
             .readers
             .query(
                 "search executions",
                 &format!(
-                    "SELECT id, doc, COUNT(*) OVER () FROM executions {filter} \
+                    "SELECT id, doc, COUNT(*) OVER (), created_at FROM executions {page_filter} \
                      ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
                     args.len() + 1,
                     args.len() + 2
@@ -535,21 +553,29 @@ impl ExecutionStore for PostgresStore {
             )
             .await?;
         let total: i64 = match rows.first() {
-            Some(r) => r.get(2),
-            None => self
+            Some(r) if query.after.is_none() => r.get(2),
+            _ => self
                 .readers
                 .query(
                     "count executions",
                     &format!("SELECT COUNT(*) FROM executions {filter}"),
-                    &text,
+                    &text[..count_args],
                 )
                 .await?
                 .first()
                 .map_or(0, |r| r.get(0)),
         };
+        let next = rows
+            .last()
+            .filter(|_| rows.len() == size)
+            .map(|r| ExecutionCursor {
+                id: r.get(0),
+                created_at: r.get(3),
+            });
         Ok(Page {
             results: executions_of(&rows)?,
             total: u64::try_from(total).unwrap_or(0),
+            next,
         })
     }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_kafka;
 #[cfg(feature = "kafka")]
 mod bench_kafka_drain;
+mod bench_pages;
 mod flow_cmd;
 mod http_access;
 
@@ -70,6 +71,8 @@ enum BenchKind {
     /// A Kafka backlog drained by swoop, next to a hand-rolled consumer doing the same work.
     #[cfg(feature = "kafka")]
     KafkaDrain(bench_kafka_drain::KafkaDrainArgs),
+    /// The executions pages' API calls with many executions stored (1,000,000 by default).
+    Pages(bench_pages::PagesArgs),
 }
 
 #[derive(clap::Args)]
@@ -259,6 +262,7 @@ fn main() -> ExitCode {
                     Some(BenchKind::Kafka(args)) => bench_kafka::run(args).await,
                     #[cfg(feature = "kafka")]
                     Some(BenchKind::KafkaDrain(args)) => bench_kafka_drain::run(args).await,
+                    Some(BenchKind::Pages(args)) => bench_pages::run(args).await,
                 };
                 done.map(|()| ExitCode::SUCCESS)
             }

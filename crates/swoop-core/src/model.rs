@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 /// Kestra's states, for executions, task runs and attempts alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     Created,
@@ -107,6 +108,7 @@ impl std::str::FromStr for State {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateHistory {
     pub state: State,
     pub date: DateTime<Utc>,
@@ -114,6 +116,7 @@ pub struct StateHistory {
 
 /// A current state and every state it went through, with when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateInfo {
     pub current: State,
     pub histories: Vec<StateHistory>,
@@ -155,6 +158,7 @@ impl StateInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Label {
     pub key: String,
     pub value: String,
@@ -171,20 +175,24 @@ pub fn merge_labels(labels: &mut Vec<Label>, new: Vec<Label>) {
 /// What fired an execution: the trigger's id and type and the variables it hands to the tasks
 /// (`{{ trigger.* }}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionTrigger {
     pub id: String,
     #[serde(rename = "type")]
     pub type_name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub variables: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub state: StateInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRun {
     pub id: String,
@@ -201,6 +209,7 @@ pub struct TaskRun {
     pub iteration: Option<u64>,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(default)]
     pub outputs: Map<String, Value>,
     pub state: StateInfo,
@@ -210,6 +219,7 @@ pub struct TaskRun {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Execution {
     pub id: String,
@@ -217,6 +227,7 @@ pub struct Execution {
     pub flow_id: String,
     pub flow_revision: u32,
     pub state: StateInfo,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(default)]
     pub inputs: Map<String, Value>,
     #[serde(default)]
@@ -225,6 +236,7 @@ pub struct Execution {
     pub trigger: Option<ExecutionTrigger>,
     #[serde(default)]
     pub task_run_list: Vec<TaskRun>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(default)]
     pub outputs: Map<String, Value>,
     /// The execution that started this one through a Subflow task.
@@ -282,6 +294,7 @@ pub fn new_id() -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
     Trace,
@@ -308,6 +321,7 @@ impl std::str::FromStr for LogLevel {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub namespace: String,

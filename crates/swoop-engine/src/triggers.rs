@@ -152,19 +152,21 @@ impl TriggerSupervisor {
         }
     }
 
-    /// The status of every running trigger, by namespace, flow and trigger id.
+    /// The status of every running trigger, in no order.
     pub fn statuses(&self) -> Vec<TriggerStatus> {
         let running = self.running.lock();
-        let mut out: Vec<TriggerStatus> =
-            running.values().map(|t| t.status.lock().clone()).collect();
-        out.sort_by(|a, b| {
-            (&a.namespace, &a.flow_id, &a.trigger_id).cmp(&(
-                &b.namespace,
-                &b.flow_id,
-                &b.trigger_id,
-            ))
-        });
-        out
+        running.values().map(|t| t.status.lock().clone()).collect()
+    }
+
+    /// One running trigger's status.
+    pub fn status(&self, key: &str) -> Option<TriggerStatus> {
+        let running = self.running.lock();
+        running.get(key).map(|t| t.status.lock().clone())
+    }
+
+    /// Whether a task runs for this trigger here.
+    pub fn is_running(&self, key: &str) -> bool {
+        self.running.lock().contains_key(key)
     }
 }
 

@@ -375,7 +375,11 @@ async fn the_initial_snapshot_then_the_stream() {
         Some("public.orders"),
         "`other` is not included"
     );
+    let update_commit = commit_of(&update);
     ack(vec![update]);
+    // Confirmed once the transaction's Commit is read too (not only its row): stopping before
+    // that would rightly replay the update on the next run.
+    wait_confirmed(&pg, "kestra", update_commit + 1).await;
     running.stop().await.expect("stops cleanly");
     assert_eq!(
         pg.psql("shop", "SELECT count(*) FROM pg_replication_slots"),

@@ -97,7 +97,7 @@ fn parse_labels(text: Option<&str>) -> ApiResult<Vec<Label>> {
 #[utoipa::path(post, operation_id = "createExecution", path = "/api/v1/executions/{namespace}/{flow_id}", tag = "executions",
     params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), CreateParams),
     request_body(content = serde_json::Value, description = "The inputs (JSON, or multipart/form-data)"),
-    responses((status = 200, description = "The execution (ended, with `wait=true`)", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
+    responses((status = 200, description = "The execution (ended, with `wait=true`)", body = swoop_core::Execution), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Path((namespace, flow_id)): Path<(String, String)>,
@@ -126,7 +126,7 @@ pub async fn create(
 
 /// One execution, as it is now.
 #[utoipa::path(get, operation_id = "getExecution", path = "/api/v1/executions/{id}", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
-    responses((status = 200, description = "The execution", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody)))]
+    responses((status = 200, description = "The execution", body = swoop_core::Execution), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(execution_json(
         &state.engine.get_execution(&id).await?,
@@ -141,6 +141,15 @@ pub struct ExecutionSearch {
     flow_id: Option<String>,
     /// One state or several, comma-separated.
     state: Option<String>,
+    /// Created at or after this date (RFC 3339).
+    start_date: Option<String>,
+    /// Created before this date (RFC 3339).
+    end_date: Option<String>,
+    /// `key:value`; several comma-separated, all must match. With `triggerId`, the count
+    /// stops at 10,000 (`totalIsLowerBound`).
+    labels: Option<String>,
+    /// Created by this trigger (its id in the flow).
+    trigger_id: Option<String>,
     // Not `#[serde(flatten)]`: flattening makes serde_urlencoded see numbers as strings.
     #[serde(default = "crate::one")]
     page: usize,
@@ -153,7 +162,7 @@ pub struct ExecutionSearch {
 
 /// Executions, newest first, filtered by namespace (and its children), flow and state.
 #[utoipa::path(get, operation_id = "searchExecutions", path = "/api/v1/executions/search", tag = "executions", params(ExecutionSearch),
-    responses((status = 200, description = "`{\"results\": [execution …], \"total\": N, \"next\": position or null}`: pass `next` as `after` for the following page", body = serde_json::Value),
+    responses((status = 200, description = "A page: pass `next` as `after` for the following page", body = crate::schemas::ExecutionPage),
         (status = 400, description = "A bad state or `after`", body = ApiErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
@@ -167,6 +176,26 @@ pub async fn search(
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse::<ExecState>().map_err(ApiError::bad_request))
         .collect::<ApiResult<Vec<_>>>()?;
+    let date = |name: &str, text: &Option<String>| {
+        text.as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.timestamp_millis())
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "`{name}` must be an RFC 3339 date (2026-12-07T10:00:00Z): `{t}`: {e}"
+                        ))
+                    })
+            })
+            .transpose()
+    };
+    let created_from = date("startDate", &q.start_date)?;
+    let created_before = date("endDate", &q.end_date)?;
+    let labels = parse_labels(q.labels.as_deref())?
+        .into_iter()
+        .map(|l| (l.key, l.value))
+        .collect();
     let after = q
         .after
         .as_deref()
@@ -187,6 +216,10 @@ pub async fn search(
             namespace: q.namespace,
             flow_id: q.flow_id,
             states,
+            created_from,
+            created_before,
+            labels,
+            trigger_id: q.trigger_id.filter(|t| !t.is_empty()),
             page: q.page,
             size: q.size,
             after,
@@ -197,6 +230,7 @@ pub async fn search(
     Ok(Json(json!({
         "results": results,
         "total": page.total,
+        "totalIsLowerBound": page.total_is_lower_bound,
         "next": page.next.map(|c| c.encode()),
     })))
 }
@@ -210,7 +244,7 @@ pub struct LogParams {
 
 /// An execution's log lines, in order.
 #[utoipa::path(get, operation_id = "getLogs", path = "/api/v1/logs/{id}", tag = "logs", params(("id" = String, Path, description = "The execution's id"), LogParams),
-    responses((status = 200, description = "The log lines", body = Vec<serde_json::Value>), (status = 400, description = "Bad `minLevel`", body = ApiErrorBody)))]
+    responses((status = 200, description = "The log lines", body = crate::schemas::Logs), (status = 400, description = "Bad `minLevel`", body = ApiErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -288,9 +322,20 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Runs an execution again as a new one: same inputs, labels and trigger event, on the flow's
+/// newest revision, labelled `replayOf`.
+#[utoipa::path(post, operation_id = "replayExecution", path = "/api/v1/executions/{id}/replay", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
+    responses((status = 200, description = "The new execution", body = swoop_core::Execution), (status = 404, description = "Not found, or its flow is gone", body = ApiErrorBody), (status = 422, description = "Its inputs no longer fit the flow", body = ApiErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(execution_json(&state.engine.replay(&id).await?)))
+}
+
 /// Restarts a FAILED or KILLED execution from its failed tasks.
 #[utoipa::path(post, operation_id = "restartExecution", path = "/api/v1/executions/{id}/restart", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
-    responses((status = 200, description = "The restarted execution", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "Not restartable in its state", body = ApiErrorBody)))]
+    responses((status = 200, description = "The restarted execution", body = swoop_core::Execution), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "Not restartable in its state", body = ApiErrorBody)))]
 pub async fn restart(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -300,7 +345,7 @@ pub async fn restart(
 
 /// Kills a running execution.
 #[utoipa::path(delete, operation_id = "killExecution", path = "/api/v1/executions/{id}/kill", tag = "executions", params(("id" = String, Path, description = "The execution's id")),
-    responses((status = 202, description = "The kill was asked; the execution ends KILLED", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "It has ended already", body = ApiErrorBody)))]
+    responses((status = 202, description = "The kill was asked; the execution ends KILLED", body = swoop_core::Execution), (status = 404, description = "Not found", body = ApiErrorBody), (status = 409, description = "It has ended already", body = ApiErrorBody)))]
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -312,7 +357,7 @@ pub async fn kill(
 /// Fires a Webhook trigger with a GET (query parameters and headers only).
 #[utoipa::path(get, operation_id = "webhookGet", path = "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}", tag = "executions", security(()),
     params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), ("key" = String, Path, description = "The Webhook trigger's key")),
-    responses((status = 200, description = "The execution started", body = serde_json::Value), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
+    responses((status = 200, description = "The execution started", body = swoop_core::Execution), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
 pub async fn webhook_get(
     state: State<AppState>,
     path: Path<(String, String, String)>,
@@ -326,7 +371,7 @@ pub async fn webhook_get(
 #[utoipa::path(post, operation_id = "webhookPost", path = "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}", tag = "executions", security(()),
     params(("namespace" = String, Path, description = "The flow's namespace"), ("flow_id" = String, Path, description = "The flow's id"), ("key" = String, Path, description = "The Webhook trigger's key")),
     request_body(content = serde_json::Value, description = "Any body: JSON becomes `trigger.body` as a value, anything else as text"),
-    responses((status = 200, description = "The execution started", body = serde_json::Value), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
+    responses((status = 200, description = "The execution started", body = swoop_core::Execution), (status = 404, description = "No flow has a Webhook trigger with this key", body = ApiErrorBody)))]
 pub async fn webhook_post(
     state: State<AppState>,
     path: Path<(String, String, String)>,

@@ -24,7 +24,7 @@ pub fn flow_json(flow: &Flow) -> Value {
 /// Creates a flow from its YAML source.
 #[utoipa::path(post, operation_id = "createFlow", path = "/api/v1/flows", tag = "flows",
     request_body(content = String, content_type = "application/x-yaml", description = "The flow's YAML"),
-    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 409, description = "The flow exists", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = crate::schemas::Flow), (status = 409, description = "The flow exists", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn create(State(state): State<AppState>, body: String) -> ApiResult<Response> {
     let flow = state.engine.create_flow(&body).await?;
     Ok((StatusCode::OK, Json(flow_json(&flow))).into_response())
@@ -33,7 +33,7 @@ pub async fn create(State(state): State<AppState>, body: String) -> ApiResult<Re
 /// Replaces a flow's source: a new revision.
 #[utoipa::path(put, operation_id = "updateFlow", path = "/api/v1/flows/{namespace}/{id}", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
     request_body(content = String, content_type = "application/x-yaml", description = "The flow's YAML"),
-    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = crate::schemas::Flow), (status = 404, description = "Not found", body = ApiErrorBody), (status = 422, description = "The flow is invalid: every problem with its line", body = ApiErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
@@ -45,7 +45,7 @@ pub async fn update(
 
 /// One flow, its latest revision.
 #[utoipa::path(get, operation_id = "getFlow", path = "/api/v1/flows/{namespace}/{id}", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
-    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = serde_json::Value), (status = 404, description = "Not found", body = ApiErrorBody)))]
+    responses((status = 200, description = "The flow: its YAML as JSON, with `revision` and `source`", body = crate::schemas::Flow), (status = 404, description = "Not found", body = ApiErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
@@ -57,6 +57,28 @@ pub async fn get(
         )
     })?;
     Ok(Json(flow_json(&flow)))
+}
+
+/// Every revision of a flow, oldest first: `[{"revision", "source", "updated"}, …]`.
+#[utoipa::path(get, operation_id = "flowRevisions", path = "/api/v1/flows/{namespace}/{id}/revisions", tag = "flows", params(("namespace" = String, Path, description = "The flow's namespace"), ("id" = String, Path, description = "The flow's id")),
+    responses((status = 200, description = "The revisions, oldest first", body = Vec<crate::schemas::FlowRevision>), (status = 404, description = "Not found", body = ApiErrorBody)))]
+pub async fn revisions(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let revisions = state.engine.flow_revisions(&namespace, &id).await?;
+    Ok(Json(Value::Array(
+        revisions
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "revision": r.revision,
+                    "source": r.source,
+                    "updated": r.updated,
+                })
+            })
+            .collect(),
+    )))
 }
 
 /// Deletes a flow (its revisions stay readable); its triggers stop.
@@ -84,7 +106,7 @@ pub struct FlowSearch {
 
 /// Flows, filtered by namespace (and its children) and text.
 #[utoipa::path(get, operation_id = "searchFlows", path = "/api/v1/flows/search", tag = "flows", params(FlowSearch),
-    responses((status = 200, description = "`{\"results\": [flow …], \"total\": N}`", body = serde_json::Value)))]
+    responses((status = 200, description = "A page of flows", body = crate::schemas::FlowPage)))]
 pub async fn search(State(state): State<AppState>, Query(query): Query<FlowSearch>) -> Json<Value> {
     let matches: Vec<_> = state
         .engine

@@ -11,6 +11,8 @@ mod files;
 mod flows;
 mod metrics;
 mod openapi;
+mod schemas;
+mod triggers;
 mod ui;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use serde_json::json;
 use swoop_engine::{Engine, EngineError};
 
 pub use auth::BasicAuth;
+pub use ui::first_load_compressed_bytes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -72,6 +75,7 @@ fn routes(engine: Arc<Engine>) -> Router {
     let doc = Arc::new(doc);
     Router::new()
         .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -105,35 +109,6 @@ async fn cluster_nodes(
 ) -> ApiResult<Json<serde_json::Value>> {
     let nodes = state.engine.cluster_nodes().await?;
     Ok(Json(json!({"total": nodes.len(), "results": nodes})))
-}
-
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(rename_all = "camelCase")]
-struct TriggerSearch {
-    namespace: Option<String>,
-    flow_id: Option<String>,
-}
-
-/// Every running trigger with its status: `{"results": [...], "total": N}`.
-#[utoipa::path(get, operation_id = "searchTriggers", path = "/api/v1/triggers/search", tag = "triggers", params(TriggerSearch),
-    responses((status = 200, description = "`{\"results\": [trigger status …], \"total\": N}`: state, events, in flight, lag, last error …", body = serde_json::Value)))]
-async fn triggers_search(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<TriggerSearch>,
-) -> Json<serde_json::Value> {
-    let results: Vec<_> = state
-        .engine
-        .trigger_statuses()
-        .into_iter()
-        .filter(|t| {
-            q.namespace
-                .as_deref()
-                .is_none_or(|ns| t.namespace == ns || t.namespace.starts_with(&format!("{ns}.")))
-        })
-        .filter(|t| q.flow_id.as_deref().is_none_or(|f| t.flow_id == f))
-        .collect();
-    Json(json!({"total": results.len(), "results": results}))
 }
 
 /// An error as the API answers it.

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, executions, files, flows};
+use crate::{AppState, executions, files, flows, triggers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +60,11 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(executions::restart))
         .routes(routes!(executions::kill))
         .routes(routes!(executions::logs))
-        .routes(routes!(crate::triggers_search))
+        .routes(routes!(triggers::search))
+        .routes(routes!(triggers::disable))
+        .routes(routes!(triggers::enable))
+        .routes(routes!(triggers::restart))
+        .routes(routes!(executions::replay))
+        .routes(routes!(flows::revisions))
         .routes(routes!(crate::cluster_nodes))
 }

@@ -156,3 +156,57 @@ async fn the_openapi_document_matches_the_router_and_the_readme() {
     );
     engine.shutdown().await;
 }
+
+/// The answers are described by schemas, which hold what the API really sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answers_have_schemas() {
+    let (engine, _dir) = common::engine().await;
+    let router = swoop_server::app(engine.clone());
+    let (status, body) = send(&router, Method::GET, "/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).expect("JSON");
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "Execution",
+        "TaskRun",
+        "StateInfo",
+        "State",
+        "TriggerStatus",
+        "Flow",
+        "ExecutionPage",
+        "LogEntry",
+    ] {
+        assert!(
+            schemas[name].is_object(),
+            "no schema `{name}` in {schemas:#}"
+        );
+    }
+    let answer = |path: &str, method: &str| {
+        doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+            .to_string()
+    };
+    assert!(answer("/api/v1/executions/{id}", "get").contains("#/components/schemas/Execution"));
+    assert!(answer("/api/v1/executions/search", "get").contains("ExecutionPage"));
+    assert!(answer("/api/v1/triggers/search", "get").contains("TriggerPage"));
+    assert!(answer("/api/v1/flows/{namespace}/{id}", "get").contains("#/components/schemas/Flow"));
+    // The schema's fields are the ones an execution has when serialised.
+    let execution = serde_json::to_value(swoop_core::Execution::new("a.b", "c", 1)).unwrap();
+    let properties = schemas["Execution"]["properties"]
+        .as_object()
+        .expect("properties");
+    for field in execution.as_object().unwrap().keys() {
+        assert!(
+            properties.contains_key(field),
+            "the Execution schema lacks `{field}`: {properties:#?}"
+        );
+    }
+    let required: Vec<&str> = schemas["Execution"]["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        required.contains(&"id") && required.contains(&"state"),
+        "{required:?}"
+    );
+    engine.shutdown().await;
+}

@@ -79,6 +79,7 @@ macro_rules! store_conformance_tests {
             search_executions,
             search_paging,
             search_keyset_paging,
+            search_by_time_labels_and_trigger,
             unfinished_executions,
             logs_in_order_per_execution,
             trigger_state,
@@ -218,7 +219,7 @@ fn query(namespace: Option<&str>, flow_id: Option<&str>, states: &[State]) -> Ex
         states: states.to_vec(),
         page: 1,
         size: 100,
-        after: None,
+        ..ExecutionQuery::default()
     }
 }
 
@@ -672,6 +673,125 @@ pub async fn search_executions(store: Arc<dyn Store>) {
         page.results.iter().map(json_of).collect::<Vec<_>>(),
         vec![json_of(&all[5])]
     );
+}
+
+/// The filters the UI offers beyond namespace, flow and state: a creation time range (start
+/// included, end excluded), labels (every one must match) and the trigger, with keyset paging.
+pub async fn search_by_time_labels_and_trigger(store: Arc<dyn Store>) {
+    let ns = unique("conf.filters");
+    let base = Utc::now() - Duration::hours(3);
+    let mut all = Vec::new();
+    for i in 0..6i64 {
+        let mut e = execution_at(&ns, "f", State::Success, base + Duration::minutes(i));
+        e.labels = vec![
+            Label {
+                key: "team".into(),
+                value: if i % 2 == 0 { "blue" } else { "red" }.into(),
+            },
+            Label {
+                key: "region".into(),
+                value: if i < 3 { "eu" } else { "us" }.into(),
+            },
+        ];
+        if i >= 4 {
+            e.trigger = Some(ExecutionTrigger {
+                id: "orders".into(),
+                type_name: "io.kestra.plugin.kafka.RealtimeTrigger".into(),
+                variables: Map::new(),
+            });
+        }
+        create(&*store, &e).await;
+        all.push(e.id);
+    }
+    store.flush().await.unwrap();
+    let search = |q: ExecutionQuery| {
+        let store = store.clone();
+        let ns = ns.clone();
+        async move {
+            store
+                .search_executions(&ExecutionQuery {
+                    namespace: Some(ns),
+                    ..q
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let at = |i: i64| (base + Duration::minutes(i)).timestamp_millis();
+    let newest_first = |idx: &[usize]| {
+        idx.iter()
+            .rev()
+            .map(|&i| all[i].clone())
+            .collect::<Vec<_>>()
+    };
+
+    let page = search(ExecutionQuery {
+        created_from: Some(at(1)),
+        created_before: Some(at(4)),
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&page.results),
+        newest_first(&[1, 2, 3]),
+        "from included, before excluded"
+    );
+    assert_eq!(page.total, 3);
+
+    let label = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "blue")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&page.results), newest_first(&[0, 2, 4]));
+    assert_eq!((page.total, page.total_is_lower_bound), (3, false));
+
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "blue"), label("region", "us")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&page.results),
+        newest_first(&[4]),
+        "every label must match"
+    );
+
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "eu")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert!(
+        page.results.is_empty(),
+        "a value of another key does not match"
+    );
+
+    let page = search(ExecutionQuery {
+        trigger_id: Some("orders".into()),
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&page.results), newest_first(&[4, 5]));
+
+    // Keyset paging through a document filter.
+    let first = search(ExecutionQuery {
+        labels: vec![label("team", "red")],
+        size: 2,
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&first.results), newest_first(&[3, 5]));
+    let second = search(ExecutionQuery {
+        labels: vec![label("team", "red")],
+        size: 2,
+        after: first.next.clone(),
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&second.results), newest_first(&[1]));
+    assert_eq!(second.total, 3);
 }
 
 /// Pages are 1-based (0 counts as 1), size 0 means the default, `total` counts every match.

@@ -110,6 +110,15 @@ pub struct ExecutionQuery {
     pub namespace: Option<String>,
     pub flow_id: Option<String>,
     pub states: Vec<State>,
+    /// Created at or after this time (unix milliseconds).
+    pub created_from: Option<i64>,
+    /// Created before this time (unix milliseconds).
+    pub created_before: Option<i64>,
+    /// Carrying every one of these labels (key, value). Read from the documents, not an index:
+    /// the count of such a search stops at [`COUNT_CAP`].
+    pub labels: Vec<(String, String)>,
+    /// Created by this trigger (its id in the flow). Read from the documents, as `labels`.
+    pub trigger_id: Option<String>,
     /// 1-based; ignored when `after` is given.
     pub page: usize,
     pub size: usize,
@@ -150,9 +159,22 @@ impl ExecutionCursor {
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub results: Vec<T>,
+    /// How many match; at most [`COUNT_CAP`] when `total_is_lower_bound`.
     pub total: u64,
+    /// The count stopped at [`COUNT_CAP`]: more match (a search that reads the documents).
+    pub total_is_lower_bound: bool,
     /// Where the next page starts (`ExecutionQuery::after`); `None` on the last page.
     pub next: Option<ExecutionCursor>,
+}
+
+/// Where the count of a search that reads the documents (labels, trigger) stops.
+pub const COUNT_CAP: u64 = 10_000;
+
+impl ExecutionQuery {
+    /// Whether the search reads the documents (no index answers it).
+    pub fn reads_documents(&self) -> bool {
+        !self.labels.is_empty() || self.trigger_id.is_some()
+    }
 }
 
 #[async_trait]

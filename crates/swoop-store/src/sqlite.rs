@@ -43,8 +43,8 @@ use crate::write_queue::{
     where_clause,
 };
 use crate::{
-    Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore, FlowRecord,
-    FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
+    COUNT_CAP, Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore,
+    FlowRecord, FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
 };
 
 /// How hard a commit is pushed to disk.
@@ -865,7 +865,34 @@ impl ExecutionStore for SqliteStore {
                     .map(|s: &State| Sql::Text(s.as_str().to_string())),
             );
         }
+        if let Some(from) = query.created_from {
+            clauses.push("created_at >= ?".into());
+            args.push(Sql::Integer(from));
+        }
+        if let Some(before) = query.created_before {
+            clauses.push("created_at < ?".into());
+            args.push(Sql::Integer(before));
+        }
+        if let Some(trigger) = &query.trigger_id {
+            clauses.push("json_extract(doc, '$.trigger.id') = ?".into());
+            args.push(Sql::Text(trigger.clone()));
+        }
+        for (key, value) in &query.labels {
+            clauses.push(
+                "EXISTS (SELECT 1 FROM json_each(doc, '$.labels') l \
+                 WHERE json_extract(l.value, '$.key') = ? AND json_extract(l.value, '$.value') = ?)"
+                    .into(),
+            );
+            args.push(Sql::Text(key.clone()));
+            args.push(Sql::Text(value.clone()));
+        }
         let filter = where_clause(&clauses);
+        let count_sql = if query.reads_documents() {
+            format!("SELECT COUNT(*) FROM (SELECT 1 FROM executions {filter} LIMIT {COUNT_CAP})")
+        } else {
+            format!("SELECT COUNT(*) FROM executions {filter}")
+        };
+        let capped = query.reads_documents();
         let size = match query.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -891,7 +918,7 @@ impl ExecutionStore for SqliteStore {
             // One read transaction, so the count and the page agree.
             let tx = conn.transaction().ctx("begin search")?;
             let total: i64 = tx
-                .prepare_cached(&format!("SELECT COUNT(*) FROM executions {filter}"))
+                .prepare_cached(&count_sql)
                 .and_then(|mut s| {
                     s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
                 })
@@ -923,10 +950,12 @@ impl ExecutionStore for SqliteStore {
                 }
             }
             tx.finish().ctx("end search")?;
+            let total = u64::try_from(total).unwrap_or(0);
             Ok(Page {
                 next: last.filter(|_| results.len() == size),
                 results,
-                total: u64::try_from(total).unwrap_or(0),
+                total,
+                total_is_lower_bound: capped && total >= COUNT_CAP,
             })
         })
         .await

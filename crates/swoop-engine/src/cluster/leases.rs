@@ -43,6 +43,7 @@ pub(crate) async fn pass(engine: &Arc<Engine>, node: &Arc<Node>) {
                 .iter()
                 .filter(|t| runs_a_task(&flow, t))
                 .map(|t| (trigger_key(&flow, &t.id), (flow.clone(), t.id.clone())))
+                .filter(|(key, _)| !engine.trigger_disabled(key))
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -50,8 +50,8 @@ impl Engine {
     }
 
     /// On one node every trigger runs; in a cluster, those whose lease this node holds.
-    fn may_run_trigger(&self, trigger: &str) -> bool {
-        self.node.as_ref().is_none_or(|n| n.holds(trigger))
+    pub(super) fn may_run_trigger(&self, trigger: &str) -> bool {
+        !self.trigger_disabled(trigger) && self.node.as_ref().is_none_or(|n| n.holds(trigger))
     }
 
     /// Starts a trigger of a flow's newest revision (its lease was just taken).
@@ -68,7 +68,7 @@ impl Engine {
     }
 
     /// Tells the other nodes a flow changed.
-    async fn announce_flow(&self, namespace: &str, id: &str) {
+    pub(super) async fn announce_flow(&self, namespace: &str, id: &str) {
         if self.node.is_some() {
             let notice = Notice::Flow {
                 namespace: namespace.into(),
@@ -82,6 +82,7 @@ impl Engine {
 
     /// Loads a flow as the store has it now (another node stored or deleted it).
     pub(crate) async fn reload_flow(&self, namespace: &str, id: &str) -> EngineResult<()> {
+        self.reload_disabled_triggers().await?;
         match self.store.get_flow(namespace, id).await? {
             Some(record) => self.apply_record(&record),
             None => {
@@ -127,6 +128,7 @@ impl Engine {
 
     /// Reloads every flow from one listing (notices may have been missed).
     pub(crate) async fn reload_all_flows(&self) -> EngineResult<()> {
+        self.reload_disabled_triggers().await?;
         let stored = self.store.list_flows().await?;
         let mut gone: std::collections::HashSet<FlowKey> =
             self.flows.read().keys().cloned().collect();
@@ -138,6 +140,17 @@ impl Engine {
             if self.uninstall_flow(&namespace, &id) {
                 tracing::info!(namespace = %namespace, flow = %id, "flow deleted on another node");
             }
+        }
+        Ok(())
+    }
+
+    /// Rereads the triggers disabled from the API (another node may have switched one); the
+    /// lease pass then stops or takes what changed.
+    async fn reload_disabled_triggers(&self) -> EngineResult<()> {
+        if self.load_disabled_triggers().await?
+            && let Some(node) = &self.node
+        {
+            node.rebalance.notify_one();
         }
         Ok(())
     }
@@ -236,6 +249,25 @@ impl Engine {
         let mut flows: Vec<_> = self.flows.read().values().cloned().collect();
         flows.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
         flows
+    }
+
+    /// Every stored revision of a flow, oldest first (a deleted flow's too).
+    pub async fn flow_revisions(&self, namespace: &str, id: &str) -> EngineResult<Vec<FlowRecord>> {
+        let newest = match self.flow(namespace, id) {
+            Some(flow) => flow.revision,
+            None => return Err(not_found_flow(namespace, id)),
+        };
+        let mut revisions = Vec::with_capacity(newest as usize);
+        for revision in 1..=newest {
+            if let Some(record) = self
+                .store
+                .get_flow_revision(namespace, id, revision)
+                .await?
+            {
+                revisions.push(record);
+            }
+        }
+        Ok(revisions)
     }
 
     /// A given revision of a flow (an execution keeps running the revision it started on).

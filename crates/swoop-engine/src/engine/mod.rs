@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 mod flows;
+mod trigger_control;
 
 use crate::cluster::{self, Node, NodeSettings};
 use crate::error::{EngineError, EngineResult};
@@ -111,6 +112,10 @@ pub struct Engine {
     events: broadcast::Sender<ExecutionEvent>,
     concurrency: Mutex<HashMap<FlowKey, Arc<Semaphore>>>,
     triggers: TriggerSupervisor,
+    /// The keys of the triggers disabled from the API (see [`trigger_control`]).
+    disabled_triggers: RwLock<std::collections::BTreeSet<String>>,
+    /// One change of the disabled triggers at a time.
+    trigger_control: tokio::sync::Mutex<()>,
     pub(crate) shutdown: CancellationToken,
     /// Internal storage (`kestra:///…` files).
     pub(crate) storage: Arc<dyn InternalStorage>,
@@ -184,6 +189,8 @@ impl Engine {
             events: broadcast::channel(65_536).0,
             concurrency: Mutex::new(HashMap::new()),
             triggers: TriggerSupervisor::default(),
+            disabled_triggers: RwLock::default(),
+            trigger_control: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
             storage,
             resources: Arc::new(SharedResources::new()),
@@ -199,6 +206,7 @@ impl Engine {
                 .clone()
                 .run(engine.store.clone(), engine.shutdown.clone()),
         );
+        engine.load_disabled_triggers().await?;
         for record in engine.store.list_flows().await? {
             match engine.parse_record(&record) {
                 Ok(flow) => {
@@ -686,6 +694,32 @@ impl Engine {
         Ok(execution)
     }
 
+    /// Runs an execution again from the start as a new execution: the flow's newest revision,
+    /// the same inputs, labels and trigger (its event), and the label `replayOf` naming the
+    /// execution replayed. Files the trigger wrote stay the old execution's.
+    pub async fn replay(&self, id: &str) -> EngineResult<Execution> {
+        let old = self.get_execution(id).await?;
+        let flow = self
+            .flow(&old.namespace, &old.flow_id)
+            .ok_or_else(|| not_found_flow(&old.namespace, &old.flow_id))?;
+        let mut labels = old.labels;
+        labels.retain(|l| l.key != "replayOf");
+        labels.push(Label {
+            key: "replayOf".into(),
+            value: old.id.clone(),
+        });
+        let request = NewExecution {
+            namespace: old.namespace,
+            flow_id: old.flow_id,
+            inputs: old.inputs,
+            labels,
+            trigger: old.trigger,
+            ..Default::default()
+        };
+        tracing::info!(execution = %id, "execution replayed");
+        self.execute_flow(&flow, request).await
+    }
+
     /// Restarts a FAILED or KILLED execution from its failed tasks: successful task runs are
     /// kept, failed ones run again (with fresh attempts), the errors branch runs again if needed.
     pub async fn restart(&self, id: &str) -> EngineResult<Execution> {
@@ -789,11 +823,6 @@ impl Engine {
             .clone()
     }
 
-    /// The status of every running trigger (schedules and realtime triggers).
-    pub fn trigger_statuses(&self) -> Vec<crate::TriggerStatus> {
-        self.triggers.statuses()
-    }
-
     /// Number of executions running in this process.
     pub fn running_count(&self) -> usize {
         self.live.lock().len()
@@ -823,6 +852,7 @@ impl Engine {
                     "flow `{namespace}.{flow_id}` has no enabled Webhook trigger with this key"
                 ))
             })?;
+        self.check_webhook_enabled(namespace, flow_id, &trigger.id)?;
         let request = NewExecution {
             namespace: namespace.to_string(),
             flow_id: flow_id.to_string(),

@@ -9,6 +9,7 @@ use serde::Serialize;
 use swoop_core::Flow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TriggerState {
     Starting,
@@ -19,6 +20,8 @@ pub enum TriggerState {
     Reconnecting,
     Stopped,
     Failed,
+    /// Switched off from the API: it runs nowhere until enabled again.
+    Disabled,
 }
 
 impl TriggerState {
@@ -31,12 +34,14 @@ impl TriggerState {
             TriggerState::Reconnecting => "RECONNECTING",
             TriggerState::Stopped => "STOPPED",
             TriggerState::Failed => "FAILED",
+            TriggerState::Disabled => "DISABLED",
         }
     }
 }
 
 /// What the API shows of one trigger.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerStatus {
     pub namespace: String,

@@ -38,8 +38,8 @@ use crate::write_queue::{
     millis_to_date, parse_execution, where_clause,
 };
 use crate::{
-    Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore, FlowRecord,
-    FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
+    COUNT_CAP, Created, DedupKey, Durability, ExecutionCursor, ExecutionQuery, ExecutionStore,
+    FlowRecord, FlowStore, LogStore, Page, Store, StoreError, StoreResult, TriggerStateStore,
 };
 
 const READERS: usize = 3;
@@ -514,6 +514,31 @@ impl ExecutionStore for PostgresStore {
                 .collect();
             clauses.push(format!("state IN ({})", marks.join(", ")));
         }
+        if let Some(from) = query.created_from {
+            let a = arg(from.to_string(), &mut args);
+            clauses.push(format!("created_at >= ({a}::text)::bigint"));
+        }
+        if let Some(before) = query.created_before {
+            let a = arg(before.to_string(), &mut args);
+            clauses.push(format!("created_at < ({a}::text)::bigint"));
+        }
+        if let Some(trigger) = &query.trigger_id {
+            let a = arg(trigger.clone(), &mut args);
+            clauses.push(format!("(doc::jsonb -> 'trigger' ->> 'id') = {a}"));
+        }
+        for (key, value) in &query.labels {
+            let label = serde_json::json!([{"key": key, "value": value}]).to_string();
+            let a = arg(label, &mut args);
+            clauses.push(format!("(doc::jsonb -> 'labels') @> ({a}::text)::jsonb"));
+        }
+        let capped = query.reads_documents();
+        // A search that reads the documents is counted on its own, up to the cap: a window
+        // count would read every matching document.
+        let count_column = if capped {
+            "0::bigint"
+        } else {
+            "COUNT(*) OVER ()"
+        };
         let filter = where_clause(&clauses);
         let size = match query.size {
             0 => DEFAULT_PAGE_SIZE,
@@ -549,7 +574,7 @@ impl ExecutionStore for PostgresStore {
             .query(
                 "search executions",
                 &format!(
-                    "SELECT id, doc, COUNT(*) OVER (), created_at FROM executions {page_filter} \
+                    "SELECT id, doc, {count_column}, created_at FROM executions {page_filter} \
                      ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
                     args.len() + 1,
                     args.len() + 2
@@ -557,15 +582,16 @@ impl ExecutionStore for PostgresStore {
                 &all,
             )
             .await?;
+        let count_sql = if capped {
+            format!("SELECT COUNT(*) FROM (SELECT 1 FROM executions {filter} LIMIT {COUNT_CAP}) c")
+        } else {
+            format!("SELECT COUNT(*) FROM executions {filter}")
+        };
         let total: i64 = match rows.first() {
-            Some(r) if query.after.is_none() => r.get(2),
+            Some(r) if query.after.is_none() && !capped => r.get(2),
             _ => self
                 .readers
-                .query(
-                    "count executions",
-                    &format!("SELECT COUNT(*) FROM executions {filter}"),
-                    &text[..count_args],
-                )
+                .query("count executions", &count_sql, &text[..count_args])
                 .await?
                 .first()
                 .map_or(0, |r| r.get(0)),
@@ -577,9 +603,11 @@ impl ExecutionStore for PostgresStore {
                 id: r.get(0),
                 created_at: r.get(3),
             });
+        let total = u64::try_from(total).unwrap_or(0);
         Ok(Page {
             results: executions_of(&rows)?,
-            total: u64::try_from(total).unwrap_or(0),
+            total,
+            total_is_lower_bound: capped && total >= COUNT_CAP,
             next,
         })
     }

@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

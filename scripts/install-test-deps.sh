@@ -3,7 +3,8 @@
 # sources and the tasks are tested against (Debian packages, started by the tests themselves on
 # loopback: Redis, mosquitto, NATS, RabbitMQ, PostgreSQL, MariaDB), moto's SQS-compatible server
 # and secantusdb's MongoDB-compatible one (PyPI, into a cache folder, see install-moto.sh and
-# install-secantus.sh) and the
+# install-secantus.sh), Chromium and the browser tests' npm packages (install-ui-test-deps.sh)
+# and the
 # Kafka-compatible broker tansu (built from crates.io into a cache folder, see
 # install-tansu.sh). The Pub/Sub emulator comes with the Google Cloud SDK, preinstalled on
 # these machines (no package registry here has it): it is only checked. Idempotent: installs
@@ -18,6 +19,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
+[ -x /usr/bin/chromium ] || need+=(chromium) # the web UI's browser tests
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -33,4 +36,5 @@ fi
 "$here/install-moto.sh" >&2
 "$here/install-secantus.sh" >&2
 "$here/install-pulsar-lite.sh" >&2
+"$here/install-ui-test-deps.sh" >&2
 "$here/install-tansu.sh"

@@ -6,6 +6,8 @@
 //! the whole router (`oneshot`: handler, store, JSON; no socket), the calls the web page makes:
 //! - the first page, unfiltered;
 //! - a filtered page (a namespace and a state);
+//! - a time range (a tenth of the span, in the middle), a common label (one execution in 3), a rare label
+//!   (one in 997) and a trigger id with a namespace: the filters of the executions page;
 //! - page 5,000 by `page=` (the store skips rows) and by position (`after=`, keyset paging),
 //!   the latter reached by walking the pages one after the other, every step timed;
 //! - the execution page: the execution, its logs and its files.
@@ -21,7 +23,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use swoop_core::model::{ExecutionTrigger, LogEntry, LogLevel, StateHistory, StateInfo, TaskRun};
+use swoop_core::model::{
+    ExecutionTrigger, Label, LogEntry, LogLevel, StateHistory, StateInfo, TaskRun,
+};
 use swoop_core::{Execution, State};
 use swoop_store::{ExecutionStore, LogStore, SqliteOptions, SqliteStore, Store, SyncMode};
 use tower::ServiceExt;
@@ -77,6 +81,16 @@ fn execution(i: usize, created: chrono::DateTime<chrono::Utc>) -> (Execution, Lo
         ],
     };
     e.state = state(9);
+    e.labels = vec![
+        Label {
+            key: "team".into(),
+            value: format!("t-{}", i % 3),
+        },
+        Label {
+            key: "customer".into(),
+            value: format!("c-{}", i % 997),
+        },
+    ];
     e.trigger = Some(ExecutionTrigger {
         id: "orders".into(),
         type_name: "io.kestra.plugin.kafka.RealtimeTrigger".into(),
@@ -227,6 +241,52 @@ pub async fn run(args: PagesArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!("  namespace + state filter, first page:    {filtered}");
+    let (_, oldest) = get(&router, &format!("{search}?size=1&page={}", all["total"])).await?;
+    // The executions span `total` × 3 ms; a range of a tenth of it, in the middle.
+    let span_ms = all["total"].as_i64().unwrap_or(0) * 3;
+    let middle = oldest["results"][0]["state"]["histories"][0]["date"]
+        .as_str()
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc) + chrono::Duration::milliseconds(span_ms * 45 / 100))
+        .context("the oldest execution has no creation date")?;
+    let date =
+        |d: chrono::DateTime<chrono::Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let filters = [
+        (
+            "a tenth of the time span, first page:    ",
+            format!(
+                "startDate={}&endDate={}",
+                date(middle),
+                date(middle + chrono::Duration::milliseconds(span_ms / 10))
+            ),
+        ),
+        (
+            "common label (1 in 3), first page:       ",
+            "labels=team:t-1".to_string(),
+        ),
+        (
+            "rare label (1 in 997), first page:       ",
+            "labels=customer:c-42".to_string(),
+        ),
+        (
+            "namespace + trigger id, first page:      ",
+            "namespace=company.iot&triggerId=orders".to_string(),
+        ),
+    ];
+    for (what, filter) in filters {
+        let (took, page) = timed(
+            &router,
+            args.repeat,
+            &format!("{search}?{filter}&size={PAGE_SIZE}"),
+        )
+        .await?;
+        let lower = if page["totalIsLowerBound"] == true {
+            "≥ "
+        } else {
+            ""
+        };
+        println!("  {what}{took}, total {lower}{}", page["total"]);
+    }
     let (deep, _) = timed(
         &router,
         args.repeat,

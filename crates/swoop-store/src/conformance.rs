@@ -792,6 +792,44 @@ pub async fn search_by_time_labels_and_trigger(store: Arc<dyn Store>) {
     .await;
     assert_eq!(ids(&second.results), newest_first(&[1]));
     assert_eq!(second.total, 3);
+
+    // A label set by a task (a save) is found; the value it replaced is not; a deleted
+    // execution is found by none.
+    let mut changed = store.get_execution(&all[0]).await.unwrap().unwrap();
+    changed.labels[0].value = "green".into();
+    store
+        .save_execution(&changed, Durability::Wait)
+        .await
+        .unwrap();
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "green")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&page.results), newest_first(&[0]), "the saved label");
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "blue")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&page.results),
+        newest_first(&[2, 4]),
+        "the replaced label"
+    );
+    assert!(store.delete_execution(&all[4]).await.unwrap());
+    let page = search(ExecutionQuery {
+        labels: vec![label("team", "blue")],
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&page.results), newest_first(&[2]), "deleted");
+    let page = search(ExecutionQuery {
+        trigger_id: Some("orders".into()),
+        ..ExecutionQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&page.results), newest_first(&[5]), "deleted");
 }
 
 /// Pages are 1-based (0 counts as 1), size 0 means the default, `total` counts every match.

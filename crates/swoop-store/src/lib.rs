@@ -114,10 +114,10 @@ pub struct ExecutionQuery {
     pub created_from: Option<i64>,
     /// Created before this time (unix milliseconds).
     pub created_before: Option<i64>,
-    /// Carrying every one of these labels (key, value). Read from the documents, not an index:
-    /// the count of such a search stops at [`COUNT_CAP`].
+    /// Carrying every one of these labels (key, value). The count of such a search stops at
+    /// [`COUNT_CAP`].
     pub labels: Vec<(String, String)>,
-    /// Created by this trigger (its id in the flow). Read from the documents, as `labels`.
+    /// Created by this trigger (its id in the flow). Counted up to [`COUNT_CAP`], as `labels`.
     pub trigger_id: Option<String>,
     /// 1-based; ignored when `after` is given.
     pub page: usize,
@@ -171,8 +171,8 @@ pub struct Page<T> {
 pub const COUNT_CAP: u64 = 10_000;
 
 impl ExecutionQuery {
-    /// Whether the search reads the documents (no index answers it).
-    pub fn reads_documents(&self) -> bool {
+    /// Whether the search's count stops at [`COUNT_CAP`] (no index answers it alone).
+    pub fn counts_up_to_cap(&self) -> bool {
         !self.labels.is_empty() || self.trigger_id.is_some()
     }
 }

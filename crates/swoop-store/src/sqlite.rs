@@ -160,6 +160,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX executions_filter ON executions (namespace, state, flow_id, created_at, id);
     "#,
+    // 4: the trigger id and the labels searchable from indexes (they were read from the
+    // documents: a rare label among 1,000,000 executions took 2.8 s). An execution without
+    // labels adds no row to `execution_labels`.
+    r#"
+    ALTER TABLE executions ADD COLUMN trigger_id TEXT;
+    UPDATE executions SET trigger_id = json_extract(doc, '$.trigger.id');
+    CREATE INDEX executions_trigger ON executions (trigger_id, created_at, id);
+    -- One row per label of an execution; `created_at` copied, so a label's executions are
+    -- listed newest first from this table alone.
+    CREATE TABLE execution_labels (
+        key          TEXT NOT NULL,
+        value        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        execution_id TEXT NOT NULL,
+        PRIMARY KEY (key, value, created_at, execution_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX execution_labels_execution ON execution_labels (execution_id, key, value);
+    INSERT OR IGNORE INTO execution_labels (key, value, created_at, execution_id)
+        SELECT json_extract(l.value, '$.key'), json_extract(l.value, '$.value'), e.created_at, e.id
+        FROM executions e, json_each(e.doc, '$.labels') l
+        WHERE json_extract(l.value, '$.key') IS NOT NULL
+          AND json_extract(l.value, '$.value') IS NOT NULL;
+    "#,
 ];
 
 /// The SQLite [`Store`].
@@ -575,9 +598,7 @@ impl Writer {
             .ctx("insert dedup key");
         if let Err(e) = inserted {
             if !self.conn.is_autocommit() {
-                self.conn
-                    .prepare_cached("DELETE FROM executions WHERE id = ?1")
-                    .and_then(|mut s| s.execute([&row.id]))
+                self.delete_execution_row(&row.id)
                     .ctx("take back an execution whose dedup key failed")?;
             }
             return Err(e);
@@ -590,8 +611,8 @@ impl Writer {
             .conn
             .prepare_cached(
                 "INSERT INTO executions \
-                 (id, namespace, flow_id, state, finished, created_at, updated_at, doc) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (id, namespace, flow_id, state, finished, created_at, updated_at, doc, trigger_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -602,17 +623,41 @@ impl Writer {
                     row.finished,
                     row.created_at,
                     row.updated_at,
-                    row.doc
+                    row.doc,
+                    row.trigger_id
                 ])
             });
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => self.insert_labels(row),
             Err(e) if is_constraint(&e) => Err(StoreError::Data(format!(
                 "execution {} already exists",
                 row.id
             ))),
             Err(e) => Err(db_error("insert execution", e)),
         }
+    }
+
+    fn insert_labels(&self, row: &ExecRow) -> StoreResult<()> {
+        for (key, value) in &row.labels {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO execution_labels (key, value, created_at, execution_id) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![key, value, row.created_at, row.id]))
+                .ctx("insert execution label")?;
+        }
+        Ok(())
+    }
+
+    /// The execution's row and its labels' rows.
+    fn delete_execution_row(&self, id: &str) -> rusqlite::Result<usize> {
+        self.conn
+            .prepare_cached("DELETE FROM execution_labels WHERE execution_id = ?1")
+            .and_then(|mut s| s.execute([id]))?;
+        self.conn
+            .prepare_cached("DELETE FROM executions WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
     }
 
     fn save(&self, row: &ExecRow) -> StoreResult<()> {
@@ -637,6 +682,15 @@ impl Writer {
                 "cannot save execution {}: it was never created",
                 row.id
             )));
+        }
+        // A task may have changed the labels (an execution without any never had one: labels
+        // are only added or replaced).
+        if !row.labels.is_empty() {
+            self.conn
+                .prepare_cached("DELETE FROM execution_labels WHERE execution_id = ?1")
+                .and_then(|mut s| s.execute([&row.id]))
+                .ctx("replace execution labels")?;
+            self.insert_labels(row)?;
         }
         Ok(())
     }
@@ -714,11 +768,7 @@ impl Writer {
             .prepare_cached("DELETE FROM logs WHERE execution_id = ?1")
             .and_then(|mut s| s.execute([id]))
             .ctx("delete execution logs")?;
-        let changed = self
-            .conn
-            .prepare_cached("DELETE FROM executions WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
-            .ctx("delete execution")?;
+        let changed = self.delete_execution_row(id).ctx("delete execution")?;
         Ok(changed > 0)
     }
 
@@ -866,33 +916,45 @@ impl ExecutionStore for SqliteStore {
             );
         }
         if let Some(from) = query.created_from {
-            clauses.push("created_at >= ?".into());
+            clauses.push("executions.created_at >= ?".into());
             args.push(Sql::Integer(from));
         }
         if let Some(before) = query.created_before {
-            clauses.push("created_at < ?".into());
+            clauses.push("executions.created_at < ?".into());
             args.push(Sql::Integer(before));
         }
         if let Some(trigger) = &query.trigger_id {
-            clauses.push("json_extract(doc, '$.trigger.id') = ?".into());
+            clauses.push("trigger_id = ?".into());
             args.push(Sql::Text(trigger.clone()));
         }
-        for (key, value) in &query.labels {
+        // The first label drives the search from `execution_labels`, newest first; the others
+        // are looked up per execution.
+        let mut from = "executions".to_string();
+        let mut order = "created_at DESC, id DESC".to_string();
+        let mut labels = query.labels.iter();
+        if let Some((key, value)) = labels.next() {
+            from = "execution_labels l JOIN executions ON executions.id = l.execution_id".into();
+            order = "l.created_at DESC, l.execution_id DESC".into();
+            clauses.push("l.key = ? AND l.value = ?".into());
+            args.push(Sql::Text(key.clone()));
+            args.push(Sql::Text(value.clone()));
+        }
+        for (key, value) in labels {
             clauses.push(
-                "EXISTS (SELECT 1 FROM json_each(doc, '$.labels') l \
-                 WHERE json_extract(l.value, '$.key') = ? AND json_extract(l.value, '$.value') = ?)"
+                "EXISTS (SELECT 1 FROM execution_labels o WHERE o.execution_id = executions.id \
+                 AND o.key = ? AND o.value = ?)"
                     .into(),
             );
             args.push(Sql::Text(key.clone()));
             args.push(Sql::Text(value.clone()));
         }
         let filter = where_clause(&clauses);
-        let count_sql = if query.reads_documents() {
-            format!("SELECT COUNT(*) FROM (SELECT 1 FROM executions {filter} LIMIT {COUNT_CAP})")
+        let capped = query.counts_up_to_cap();
+        let count_sql = if capped {
+            format!("SELECT COUNT(*) FROM (SELECT 1 FROM {from} {filter} LIMIT {COUNT_CAP})")
         } else {
-            format!("SELECT COUNT(*) FROM executions {filter}")
+            format!("SELECT COUNT(*) FROM {from} {filter}")
         };
-        let capped = query.reads_documents();
         let size = match query.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -902,7 +964,10 @@ impl ExecutionStore for SqliteStore {
         let mut page_args = args.clone();
         let offset = match &query.after {
             Some(after) => {
-                page_clauses.push("(created_at < ? OR (created_at = ? AND id < ?))".into());
+                page_clauses.push(
+                    "(executions.created_at < ? OR (executions.created_at = ? AND executions.id < ?))"
+                        .into(),
+                );
                 page_args.push(Sql::Integer(after.created_at));
                 page_args.push(Sql::Integer(after.created_at));
                 page_args.push(Sql::Text(after.id.clone()));
@@ -931,8 +996,8 @@ impl ExecutionStore for SqliteStore {
                     // a filtered search does not read the document of every row it sorts.
                     .prepare_cached(&format!(
                         "SELECT e.id, e.doc, e.created_at FROM executions e JOIN \
-                         (SELECT id FROM executions {page_filter} \
-                          ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?) p ON e.id = p.id \
+                         (SELECT executions.id AS id FROM {from} {page_filter} \
+                          ORDER BY {order} LIMIT ? OFFSET ?) p ON e.id = p.id \
                          ORDER BY e.created_at DESC, e.id DESC"
                     ))
                     .ctx("prepare search executions")?;

@@ -69,6 +69,10 @@ pub(crate) struct ExecRow {
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) doc: String,
+    /// The trigger's id in the flow, for the search by trigger.
+    pub(crate) trigger_id: Option<String>,
+    /// The labels (key, value), for the search by label.
+    pub(crate) labels: Vec<(String, String)>,
 }
 
 impl ExecRow {
@@ -89,6 +93,12 @@ impl ExecRow {
                 .map_or(now, |d| d.timestamp_millis()),
             updated_at: now,
             doc,
+            trigger_id: execution.trigger.as_ref().map(|t| t.id.clone()),
+            labels: execution
+                .labels
+                .iter()
+                .map(|l| (l.key.clone(), l.value.clone()))
+                .collect(),
         })
     }
 }

@@ -531,7 +531,7 @@ impl ExecutionStore for PostgresStore {
             let a = arg(label, &mut args);
             clauses.push(format!("(doc::jsonb -> 'labels') @> ({a}::text)::jsonb"));
         }
-        let capped = query.reads_documents();
+        let capped = query.counts_up_to_cap();
         // A search that reads the documents is counted on its own, up to the cap: a window
         // count would read every matching document.
         let count_column = if capped {

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis::{command, redis};
-use common::{Server, free_port, http, json};
+use common::{Server, free_port, http, json, wait_until};
 
 /// The whole browser script's bound.
 const SCRIPT_WITHIN: Duration = Duration::from_secs(240);
@@ -52,14 +52,6 @@ fn trigger_state(port: u16, flow_id: &str, trigger_id: &str) -> Option<String> {
         .iter()
         .find(|t| t["triggerId"] == trigger_id)
         .and_then(|t| t["state"].as_str().map(str::to_string))
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -18,6 +18,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use super::wait_until;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -84,14 +86,6 @@ fn trigger_status(port: u16) -> Value {
     )
     .expect("triggers");
     json(&body)["results"][0].clone()
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The `n` of every execution that ended SUCCESS, with how many executions each has.

@@ -203,3 +203,12 @@ pub fn total_in(port: u16, namespace: &str) -> u64 {
     let (_, body) = http(port, "GET", &path, None).expect("search");
     json(&body)["total"].as_u64().unwrap_or(0)
 }
+
+/// Polls `done` every 50 ms until it holds; fails the test, saying `what`, after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

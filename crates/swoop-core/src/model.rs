@@ -3,6 +3,8 @@
 //! list of its [`TaskRun`]s; each task run holds its attempts and outputs. [`LogEntry`] is one line
 //! a task logged.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -180,8 +182,11 @@ pub struct ExecutionTrigger {
     pub id: String,
     #[serde(rename = "type")]
     pub type_name: String,
+    /// Shared, not copied: an execution is cloned for every save and every event it announces,
+    /// and the variables (a realtime event's payload) are most of its size. Change them with
+    /// `Arc::make_mut`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub variables: Map<String, Value>,
+    pub variables: Arc<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

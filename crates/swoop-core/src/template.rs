@@ -111,7 +111,26 @@ impl TemplateContext {
 
     /// Sets the variable `key` (replacing one of the same name).
     pub fn insert<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        let value = to_value(value);
+        self.insert_value(key, to_value(value));
+    }
+
+    /// Sets the variable `key` to a shared JSON object, converted for minijinja lazily: each of
+    /// its entries at its first use. For the trigger's variables, a realtime event's payload,
+    /// which a task often reads one field of, or none.
+    pub fn insert_shared_map(
+        &mut self,
+        key: &str,
+        map: &Arc<serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let converted = (0..map.len()).map(|_| OnceLock::new()).collect();
+        let lazy = LazyJsonMap {
+            map: map.clone(),
+            converted,
+        };
+        self.insert_value(key, Value::from_object(lazy));
+    }
+
+    fn insert_value(&mut self, key: &str, value: Value) {
         match self
             .entries
             .iter_mut()
@@ -160,6 +179,37 @@ impl minijinja::value::Object for Variables {
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
         use minijinja::value::ObjectExt;
         self.mapped_enumerator(|this| Box::new(this.0.iter().map(|(k, _)| k.clone())))
+    }
+}
+
+/// A JSON object as minijinja sees it, without converting it up front: an entry is converted
+/// at its first lookup and kept for the next ones.
+#[derive(Debug)]
+struct LazyJsonMap {
+    map: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// One slot per entry of `map`, in its order.
+    converted: Vec<OnceLock<Value>>,
+}
+
+impl minijinja::value::Object for LazyJsonMap {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        let (index, (_, value)) = self.map.iter().enumerate().find(|(_, (k, _))| *k == key)?;
+        let slot = self.converted.get(index)?;
+        Some(slot.get_or_init(|| to_value(value)).clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::ObjectExt;
+        self.mapped_enumerator(|this| Box::new(this.map.keys().map(|k| Value::from(k.as_str()))))
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.map.len())
     }
 }
 
@@ -1363,6 +1413,41 @@ mod tests {
 
     fn ok(template: &str, context: serde_json::Value) -> String {
         render(template, context).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn a_shared_map_renders_as_the_same_map_converted() {
+        let vars = json!({"key": "k1", "value": {"id": 7, "tags": ["a", "b"]}, "offset": 3});
+        let serde_json::Value::Object(map) = vars.clone() else {
+            unreachable!()
+        };
+        let mut lazy = TemplateContext::default();
+        lazy.insert_shared_map("trigger", &Arc::new(map));
+        let mut converted = TemplateContext::default();
+        converted.insert("trigger", &vars);
+        for template in [
+            "{{ trigger.value.id }} {{ trigger.value.id }} {{ trigger['key'] }}",
+            "{{ trigger.value.tags | join(',') }}",
+            "{{ trigger | tojson }}",
+            "{{ trigger }}",
+            "{{ trigger | length }} {{ trigger is mapping }}",
+            "{% for k, v in trigger | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ trigger == {'key': 'k1', 'value': {'id': 7, 'tags': ['a', 'b']}, 'offset': 3} }}",
+            "{{ trigger.offset + 1 }}",
+        ] {
+            let got = Templates::global().render_in(template, &lazy);
+            let want = Templates::global().render_in(template, &converted);
+            assert_eq!(
+                got.as_ref().map_err(ToString::to_string),
+                want.as_ref().map_err(ToString::to_string),
+                "{template}"
+            );
+            assert!(got.is_ok(), "{template}: {got:?}");
+        }
+        let err = Templates::global()
+            .render_in("{{ trigger.nope }}", &lazy)
+            .unwrap_err();
+        assert!(err.to_string().contains("trigger.nope"), "{err}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn base_context(flow: &Flow, execution: &Execution) -> TemplateContext {
     ctx.insert("inputs", &execution.inputs);
     ctx.insert("vars", &flow.variables);
     match &execution.trigger {
-        Some(t) => ctx.insert("trigger", &t.variables),
+        Some(t) => ctx.insert_shared_map("trigger", &t.variables),
         None => ctx.insert("trigger", &Map::new()),
     }
     let labels: Map<String, Value> = execution

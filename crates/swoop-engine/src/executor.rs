@@ -811,7 +811,8 @@ impl Run {
                 })
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
             }),
             // A resumed parent finds the child it started before instead of starting another.
             dedup: Some(DedupKey {

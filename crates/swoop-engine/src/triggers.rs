@@ -252,7 +252,7 @@ async fn run_schedule(
             trigger: Some(ExecutionTrigger {
                 id: trigger.id.clone(),
                 type_name: trigger.type_name.clone(),
-                variables,
+                variables: variables.into(),
             }),
             dedup: Some(DedupKey {
                 trigger: dedup_trigger.clone(),

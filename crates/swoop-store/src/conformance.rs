@@ -151,7 +151,7 @@ fn rich_execution(namespace: &str) -> Execution {
     e.trigger = Some(ExecutionTrigger {
         id: "kafka".into(),
         type_name: "io.kestra.plugin.kafka.Trigger".into(),
-        variables,
+        variables: variables.into(),
     });
     let mut outputs = Map::new();
     outputs.insert("value".into(), json!("héllo ✓ \"quoted\"\n"));
@@ -697,7 +697,7 @@ pub async fn search_by_time_labels_and_trigger(store: Arc<dyn Store>) {
             e.trigger = Some(ExecutionTrigger {
                 id: "orders".into(),
                 type_name: "io.kestra.plugin.kafka.RealtimeTrigger".into(),
-                variables: Map::new(),
+                variables: Default::default(),
             });
         }
         create(&*store, &e).await;

@@ -102,7 +102,8 @@ fn execution(i: usize, created: chrono::DateTime<chrono::Utc>) -> (Execution, Lo
         })
         .as_object()
         .cloned()
-        .unwrap_or_default(),
+        .unwrap_or_default()
+        .into(),
     });
     e.task_run_list.push(TaskRun {
         id: swoop_core::model::new_id(),

@@ -125,7 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(ExecutionTrigger {
                 id,
                 type_name,
-                variables,
+                variables: variables.into(),
             })
         }
     };

@@ -859,7 +859,7 @@ impl Engine {
             trigger: Some(ExecutionTrigger {
                 id: trigger.id.clone(),
                 type_name: trigger.type_name.clone(),
-                variables,
+                variables: variables.into(),
             }),
             ..Default::default()
         };

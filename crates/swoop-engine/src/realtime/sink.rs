@@ -99,7 +99,7 @@ impl Runtime {
             trigger: Some(ExecutionTrigger {
                 id: self.trigger_id.clone(),
                 type_name: self.type_name.clone(),
-                variables: event.variables,
+                variables: event.variables.into(),
             }),
             dedup: event.dedup_key.map(|key| DedupKey {
                 trigger: self.uid.clone(),

@@ -9,7 +9,8 @@
 //! - [`storage`] + [`ion`]: internal storage (`kestra:///…` URIs, the backend trait) and Ion
 //!   row files; [`resources`]: clients and pools shared across executions; [`testing`]: a
 //!   [`registry::RunContext`] for plugin unit tests.
-//! - [`duration`]: ISO-8601 durations as Kestra writes them (`PT5S`).
+//! - [`duration`]: ISO-8601 durations as Kestra writes them (`PT5S`); [`rfc3339`]: timestamps
+//!   serialized as chrono does, faster.
 
 pub mod duration;
 pub mod flow;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod realtime;
 pub mod registry;
 pub mod resources;
+pub mod rfc3339;
 pub mod storage;
 pub mod template;
 pub mod testing;

@@ -113,6 +113,7 @@ impl std::str::FromStr for State {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateHistory {
     pub state: State,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub date: DateTime<Utc>,
 }
 
@@ -338,6 +339,7 @@ pub struct LogEntry {
     pub task_run_id: Option<String>,
     #[serde(default)]
     pub attempt_number: u32,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub timestamp: DateTime<Utc>,
     pub level: LogLevel,
     pub message: String,

@@ -466,19 +466,20 @@ impl Engine {
 
     /// Runs `execution` (new, resumed or restarted) in a task of its own.
     fn spawn(&self, flow: Arc<Flow>, execution: Execution, hold: Option<Hold>) {
+        let id = execution.id.clone();
         let live = Arc::new(LiveExecution {
-            execution: Mutex::new(execution.clone()),
+            execution: Mutex::new(execution),
             // Not a child of the engine's shutdown: stopping the engine must not kill
             // executions, which resume at the next start.
             cancel: CancellationToken::new(),
             unsaved: AtomicBool::new(false),
             save_order: tokio::sync::Mutex::new(()),
         });
-        self.live.lock().insert(execution.id.clone(), live.clone());
+        self.live.lock().insert(id.clone(), live.clone());
         let engine = self.arc();
         tokio::spawn(async move {
             Run::new(engine.clone(), flow, live.clone()).drive().await;
-            engine.forget(&execution.id, &live);
+            engine.forget(&id, &live);
             drop(hold);
         });
     }

@@ -3,9 +3,9 @@
 //! writer loop — one OS thread owns the only write connection, takes the first queued message,
 //! drains whatever else is queued (up to a batch's size; when it is busy, after a short
 //! [`LINGER`] for more), runs the batch in one transaction, commits once, then answers each
-//! caller. Several saves of one
-//! execution in a batch are coalesced into the last one; each message that takes more than one
-//! statement runs in a savepoint, so a failing message fails alone.
+//! caller. Several saves of one execution in a batch are coalesced into the last one; each
+//! message that takes more than one statement runs in a savepoint, so a failing message fails
+//! alone.
 //!
 //! [`WriteQueue`] is the sending side every store method uses; a backend implements
 //! [`BatchBackend`] (its SQL) and nothing else of the loop.
